@@ -1,0 +1,1 @@
+"""Model code ComfyUI lacks: DynamiCrafter UNet + Resampler, its BaseModel, checkpoint reading."""

@@ -1,0 +1,129 @@
+"""Random-weight DynamiCrafter checkpoints in the official key layout, for tests, demos and benchmarks.
+
+No weights can be downloaded here, so tests write tiny checkpoints with exactly the official prefixes
+(``model.diffusion_model.``, ``image_proj_model.``, ``first_stage_model.``, ``cond_stage_model.model.``,
+``embedder.model.visual.``) and load them through the same code as real files. ``full_size=True``
+gives the real 512 shapes (≈1.4 B UNet + Resampler parameters) for benchmarks.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import comfy.ops
+
+from .dynamicrafter_unet import DynamiCrafterUNet, ResamplerConfig, UNetConfig, init_random_
+
+TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_head_channels=8, context_dim=64,
+                       resampler=ResamplerConfig(dim=64, depth=2, dim_head=16, heads=4, num_queries=16,
+                                                 video_length=16, embedding_dim=64, output_dim=64, ff_mult=2))
+TINY_TEXT_WIDTH = 64
+TINY_VISION_WIDTH = 64
+
+
+def unet_state_dict(cfg: UNetConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Random UNet + Resampler weights under their official checkpoint names."""
+    with torch.device("cpu"):
+        net = DynamiCrafterUNet(cfg, dtype=dtype, operations=comfy.ops.disable_weight_init)
+    init_random_(net, seed)
+    out = {}
+    for k, v in net.state_dict().items():
+        out[k if k.startswith("image_proj_model.") else "model.diffusion_model." + k] = v
+    return out
+
+
+def _randn(g: torch.Generator, *shape: int, scale: float | None = None) -> torch.Tensor:
+    t = torch.randn(*shape, generator=g)
+    return t * (scale if scale is not None else (1.0 / max(1, shape[-1]) ** 0.5 if len(shape) > 1 else 0.1))
+
+
+def _openclip_blocks(g: torch.Generator, prefix: str, width: int, layers: int) -> dict[str, torch.Tensor]:
+    sd = {}
+    for i in range(layers):
+        p = f"{prefix}transformer.resblocks.{i}."
+        sd.update({p + "ln_1.weight": 1 + _randn(g, width), p + "ln_1.bias": _randn(g, width),
+                   p + "attn.in_proj_weight": _randn(g, 3 * width, width), p + "attn.in_proj_bias": _randn(g, 3 * width),
+                   p + "attn.out_proj.weight": _randn(g, width, width), p + "attn.out_proj.bias": _randn(g, width),
+                   p + "ln_2.weight": 1 + _randn(g, width), p + "ln_2.bias": _randn(g, width),
+                   p + "mlp.c_fc.weight": _randn(g, 4 * width, width), p + "mlp.c_fc.bias": _randn(g, 4 * width),
+                   p + "mlp.c_proj.weight": _randn(g, width, 4 * width), p + "mlp.c_proj.bias": _randn(g, width)})
+    return sd
+
+
+def text_state_dict(width: int = TINY_TEXT_WIDTH, layers: int = 3, seed: int = 1) -> dict[str, torch.Tensor]:
+    """OpenCLIP text tower (``cond_stage_model.model.*``), official SD2/DynamiCrafter layout."""
+    g = torch.Generator().manual_seed(seed)
+    p = "cond_stage_model.model."
+    sd = {p + "token_embedding.weight": _randn(g, 49408, width, scale=0.02),
+          p + "positional_embedding": _randn(g, 77, width, scale=0.01),
+          p + "ln_final.weight": 1 + _randn(g, width), p + "ln_final.bias": _randn(g, width),
+          p + "text_projection": _randn(g, width, width), p + "logit_scale": torch.tensor(4.6052)}
+    sd.update(_openclip_blocks(g, p, width, layers))
+    return sd
+
+
+def vision_state_dict(width: int = TINY_VISION_WIDTH, layers: int = 2, seed: int = 2) -> dict[str, torch.Tensor]:
+    """OpenCLIP ViT-H/14-style vision tower (``embedder.model.visual.*``): 224 px, patch 14, 257 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    p = "embedder.model.visual."
+    sd = {p + "conv1.weight": _randn(g, width, 3, 14, 14, scale=0.05), p + "class_embedding": _randn(g, width),
+          p + "positional_embedding": _randn(g, 257, width, scale=0.02),
+          p + "ln_pre.weight": 1 + _randn(g, width), p + "ln_pre.bias": _randn(g, width),
+          p + "ln_post.weight": 1 + _randn(g, width), p + "ln_post.bias": _randn(g, width),
+          p + "proj": _randn(g, width, width)}
+    sd.update(_openclip_blocks(g, p, width, layers))
+    return sd
+
+
+def vae_state_dict(ch: int = 32, seed: int = 3) -> dict[str, torch.Tensor]:
+    """SD AutoencoderKL (``first_stage_model.*``) with a narrow channel width; same keys as the real one."""
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": ch,
+                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+    init_random_(vae, seed)
+    return {"first_stage_model." + k: v for k, v in vae.state_dict().items()}
+
+
+def make_checkpoint(path: str, variant: str = "512", seed: int = 0, with_vae: bool = True,
+                    with_clip: bool = True, with_clip_vision: bool = True, full_size: bool = False,
+                    dtype: torch.dtype = torch.float32, unet: UNetConfig | None = None) -> str:
+    """Write a random-weight DynamiCrafter checkpoint; the format follows the extension.
+
+    ``.ckpt``: Lightning layout (``{'state_dict', 'epoch', 'global_step'}``); ``.pt``: EDG layout
+    (``{'state_dict'}``); ``.safetensors``: flat. ``variant='256'`` adds the learnable image-attention
+    scale (``attn2.alpha``) that tells the 256 model apart.
+    """
+    cfg = unet or (UNetConfig() if full_size else TINY_UNET)
+    if variant == "256":
+        cfg = UNetConfig(**{**cfg.__dict__, "image_cross_attention_scale_learnable": True})
+    sd = unet_state_dict(cfg, seed, dtype)
+    if with_vae:
+        sd.update(vae_state_dict(128 if full_size else 32))
+    if with_clip:
+        sd.update(text_state_dict(*((1024, 24) if full_size else (TINY_TEXT_WIDTH, 3))))
+    if with_clip_vision:
+        sd.update(vision_state_dict(*((1280, 32) if full_size else (cfg.resampler.embedding_dim, 2))))
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in sd.items()}, path, metadata={"i2v.fixture": "random weights"})
+    elif path.endswith(".ckpt"):
+        torch.save({"state_dict": sd, "epoch": 0, "global_step": 0}, path)
+    else:
+        torch.save({"state_dict": sd}, path)
+    return path
+
+
+def make_tiny_checkpoint(path: str, variant: str = "512", seed: int = 0, **kw) -> str:
+    """Tiny checkpoint (model_channels 32) for tests: loads and samples in seconds on a CPU."""
+    return make_checkpoint(path, variant, seed, **kw)
+
+
+if __name__ == "__main__":  # python -m backbones.fixtures OUT [variant]
+    import sys
+
+    print(make_tiny_checkpoint(sys.argv[1], *(sys.argv[2:3] or ["512"])))

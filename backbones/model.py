@@ -1,0 +1,108 @@
+"""DynamiCrafter as a native ComfyUI model: model config, ``BaseModel`` subclass, variants.
+
+The UNet and the Resampler are one ``diffusion_model`` (keys ``diffusion_model.*`` and
+``diffusion_model.image_proj_model.*``), so LoRAs, core merge nodes and this pack's merges reach both.
+Video latents are frames-as-batch ``[T, 4, H/8, W/8]`` like core SVD; ``num_video_frames`` comes from
+the noise batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.supported_models_base
+import comfy.utils
+
+from .dynamicrafter_unet import DynamiCrafterUNet, UNetConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the weights cannot tell: prediction type, schedule and the defaults the paper used."""
+
+    name: str
+    v_prediction: bool
+    zero_snr: bool
+    default_fs: int
+    width: int
+    height: int
+    frames: int
+    base_scale: float  # dynamic-rescale floor of the official sampler
+    interp: bool = False
+
+
+VARIANTS: dict[str, Variant] = {
+    "256": Variant("256", False, False, 3, 256, 256, 16, 1.0),
+    "512": Variant("512", True, True, 24, 512, 320, 16, 0.7),
+    "1024": Variant("1024", True, True, 10, 1024, 576, 16, 0.3),
+    "512_interp": Variant("512_interp", True, True, 24, 512, 320, 16, 0.7, interp=True),
+}
+
+
+class DynamiCrafterConfig(comfy.supported_models_base.BASE):
+    """ComfyUI model config for DynamiCrafter (not registered with core detection; our loader builds it)."""
+
+    unet_extra_config: dict = {}
+    latent_format = comfy.latent_formats.SD15
+    memory_usage_factor = 2.0
+    supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
+
+    def __init__(self, unet: UNetConfig, variant: Variant):
+        super().__init__({"config": unet, "in_channels": unet.in_channels})
+        self.variant = variant
+        self.sampling_settings = {"zsnr": variant.zero_snr}
+
+    def inpaint_model(self) -> bool:
+        return False
+
+    def get_model(self, state_dict=None, prefix: str = "", device=None) -> "DynamiCrafterModel":
+        return DynamiCrafterModel(self, device=device)
+
+    def process_unet_state_dict_for_saving(self, state_dict: dict) -> dict:
+        """Save under the official names: UNet at ``model.diffusion_model.``, Resampler at ``image_proj_model.``."""
+        out = {}
+        for k, v in state_dict.items():
+            if k.startswith("image_proj_model."):
+                out[k] = v
+            else:
+                out["model.diffusion_model." + k] = v
+        return out
+
+
+class DynamiCrafterModel(comfy.model_base.BaseModel):
+    """``BaseModel`` whose conds are: concat latent, text, CLIP-vision tokens, fps / frame stride."""
+
+    def __init__(self, model_config: DynamiCrafterConfig, device=None):
+        mt = comfy.model_base.ModelType.V_PREDICTION if model_config.variant.v_prediction else comfy.model_base.ModelType.EPS
+        super().__init__(model_config, mt, device=device, unet_model=DynamiCrafterUNet)
+        self.variant = model_config.variant
+
+    def extra_conds(self, **kwargs) -> dict:
+        out = {}
+        noise = kwargs["noise"]
+        frames = noise.shape[0]
+        concat = kwargs.get("concat_latent_image", None)
+        if concat is None:
+            concat = torch.zeros_like(noise)
+        else:
+            concat = self.process_latent_in(concat)
+            if concat.shape[-2:] != noise.shape[-2:]:
+                concat = comfy.utils.common_upscale(concat, noise.shape[-1], noise.shape[-2], "bilinear", "center")
+            concat = comfy.utils.resize_to_batch_size(concat, frames)
+        out["c_concat"] = comfy.conds.CONDNoiseShape(concat)
+        cross_attn = kwargs.get("cross_attn", None)
+        if cross_attn is not None:
+            out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
+        tokens = kwargs.get("clip_vision_tokens", None)
+        if tokens is not None:
+            out["clip_tokens"] = comfy.conds.CONDRegular(tokens)
+        out["fs"] = comfy.conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
+        out["num_video_frames"] = comfy.conds.CONDConstant(frames)
+        return out
+
+    def extra_conds_shapes(self, **kwargs) -> dict:
+        return {}

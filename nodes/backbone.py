@@ -1,0 +1,120 @@
+"""Nodes: load DynamiCrafter as a native MODEL (+ CLIP, VAE, CLIP_VISION), image-to-video conditioning."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import node_helpers
+from comfy_api.latest import io
+
+from ..backbones.checkpoint import CheckpointError
+from ..backbones.conditioning import MAX_FRAMES, i2v_conditioning
+from ..backbones.loader import load_dynamicrafter
+from ..backbones.model import VARIANTS
+
+log = logging.getLogger("i2v_motion")
+FOLDERS = ("checkpoints", "diffusion_models")
+DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def checkpoint_names() -> list[str]:
+    """Files in models/checkpoints and models/diffusion_models (checkpoints first, de-duplicated)."""
+    names: list[str] = []
+    for folder in FOLDERS:
+        for n in folder_paths.get_filename_list(folder):
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def resolve_checkpoint(name: str) -> str:
+    for folder in FOLDERS:
+        path = folder_paths.get_full_path(folder, name)
+        if path:
+            return path
+    dirs = [d for f in FOLDERS for d in folder_paths.get_folder_paths(f)]
+    raise CheckpointError(f"checkpoint {name!r} not found in {dirs}; expected a DynamiCrafter .ckpt, "
+                          ".safetensors or .pt file there")
+
+
+class LoadDynamiCrafter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LoadDynamiCrafter",
+            display_name="Load DynamiCrafter",
+            category="i2v_motion/backbone",
+            description="Loads an official DynamiCrafter checkpoint (256/512/1024/interp, EDG merges) as a native "
+                        "MODEL. CLIP, VAE and CLIP_VISION come out when the file holds them (None otherwise: "
+                        "use the stock loaders).",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=checkpoint_names(),
+                               tooltip="A DynamiCrafter checkpoint from models/checkpoints or models/diffusion_models "
+                                       "(.ckpt read weights-only, .safetensors, EDG .pt)."),
+                io.Combo.Input("variant", options=["auto", *VARIANTS], default="auto",
+                               tooltip="auto: 256 is told by its weights; 512 vs 1024 vs interp (identical weight "
+                                       "layouts) by the file name, else 512. Sets prediction type, noise schedule "
+                                       "and default fps."),
+                io.Combo.Input("weight_dtype", options=list(DTYPES), default="default",
+                               tooltip="Dtype of the UNet weights; default lets ComfyUI choose for your device."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
+                     io.Vae.Output(display_name="VAE"), io.ClipVision.Output(display_name="CLIP_VISION")],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str, variant: str = "auto", weight_dtype: str = "default") -> io.NodeOutput:
+        path = resolve_checkpoint(ckpt_name)
+        loaded = load_dynamicrafter(path, variant, DTYPES[weight_dtype])
+        missing = [n for n, v in (("CLIP", loaded.clip), ("VAE", loaded.vae), ("CLIP_VISION", loaded.clip_vision)) if v is None]
+        if missing:
+            log.info("%s holds no %s; use the stock loaders for those", ckpt_name, ", ".join(missing))
+        return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.clip_vision)
+
+
+class DynamiCrafterImageToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_DynamiCrafterImageToVideo",
+            display_name="DynamiCrafter Image to Video",
+            category="i2v_motion/backbone",
+            description="Image-to-video conditioning for DynamiCrafter: first-frame latent concat, CLIP-vision "
+                        "image tokens (negative: tokens of an all-zero image, as the official code), fps.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Text conditioning (CLIPTextEncode with the OpenCLIP-H CLIP)."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning; the official code uses an empty prompt."),
+                io.Vae.Input("vae", tooltip="The SD VAE (from the checkpoint or a stock VAE loader)."),
+                io.ClipVision.Input("clip_vision", tooltip="OpenCLIP ViT-H/14 vision tower (from the checkpoint or CLIP Vision Loader)."),
+                io.Image.Input("start_image", tooltip="The still image to animate (resized to width×height, no crop)."),
+                io.Int.Input("width", default=512, min=64, max=2048, step=64,
+                             tooltip="Video width in pixels, a multiple of 64. Paper defaults: 512 (512 model), 1024, 256."),
+                io.Int.Input("height", default=320, min=64, max=2048, step=64,
+                             tooltip="Video height in pixels, a multiple of 64. Paper defaults: 320, 576, 256."),
+                io.Int.Input("length", default=16, min=1, max=MAX_FRAMES,
+                             tooltip="Frames. The released models were trained on 16; with 16 each frame gets its own "
+                                     "image tokens, other lengths share all tokens (official fallback)."),
+                io.Int.Input("fps", default=24, min=1, max=100,
+                             tooltip="fps conditioning (frame stride for the 256 model). Paper: 24 (512), 10 (1024), 3 (256)."),
+                io.Image.Input("end_image", optional=True,
+                               tooltip="Interp/loop models only: the last frame (first and last latents are set, the rest zero)."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
+                     io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, vae, clip_vision, start_image, width: int, height: int, length: int,
+                fps: int, end_image=None) -> io.NodeOutput:
+        values_pos, values_neg, latent = i2v_conditioning(vae, clip_vision, start_image, width, height, length,
+                                                          fps, end_image)
+        positive = node_helpers.conditioning_set_values(positive, values_pos)
+        negative = node_helpers.conditioning_set_values(negative, values_neg)
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
+NODES = [LoadDynamiCrafter, DynamiCrafterImageToVideo]
