@@ -60,7 +60,14 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     for k, v in unet_sd.items():
         if k.endswith("attn2.alpha") and not torch.isfinite(v).all():
             raise CheckpointError(f"{name}: non-finite weight {k}")
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    model.requires_grad_(False)  # inference only; also keeps kernel choice stable across patch/unpatch cycles
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    # image_proj_model.latents and attn2.alpha sit on modules with children, which ComfyUI's loader does
+    # not patch; this callback applies their patches (LoRAs, core merges, this pack's merges) on load.
+    from ..merging.patches import ensure_nonleaf_patching
+
+    ensure_nonleaf_patching(patcher)
+    return patcher
 
 
 def build_vae(vae_sd: dict[str, torch.Tensor]):

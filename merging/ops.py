@@ -1,0 +1,136 @@
+"""Pure per-tensor merge maths: task vectors, DARE, TIES and the EDG expert formulas.
+
+Every function works on one tensor (one state-dict key) at a time, in float32, and never mutates its
+inputs unless the name ends in ``_``. Randomness (DARE masks) comes from a counter-free generator seeded
+by a stable hash of ``(seed, tag, key)``: the same inputs give bit-identical masks whatever the order
+in which keys are computed, on any device (masks are drawn on the CPU and moved).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "key_seed", "check_drop_rate", "dare_keep_mask", "dare", "task_vector", "trim_top_k", "ties_merge",
+    "edg_dynamics", "edg_control", "edg_dynamics_delta_coeff",
+]
+
+
+def key_seed(seed: int, key: str, tag: str = "") -> int:
+    """A 64-bit seed from ``(seed, tag, key)`` via BLAKE2b (stable across processes, unlike ``hash()``)."""
+    h = hashlib.blake2b(f"{int(seed)}\x1f{tag}\x1f{key}".encode("utf-8"), digest_size=8)
+    return int.from_bytes(h.digest(), "little")
+
+
+def check_drop_rate(p: float) -> float:
+    """Validate a DARE drop rate: a finite number in [0, 1)."""
+    p = float(p)
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"DARE drop rate p must be in [0, 1) (the kept part is rescaled by 1/(1-p)); got {p}")
+    return p
+
+
+def dare_keep_mask(shape: Sequence[int] | torch.Size, p: float, seed: int, key: str, tag: str = "") -> torch.Tensor:
+    """Bernoulli(1-p) keep mask (bool, CPU) for one tensor, seeded from ``(seed, tag, key)``.
+
+    Drawn from 32-bit words of numpy's SFC64 generator: keep where ``u32 < round((1-p)·2^32)``, so the
+    keep probability equals 1-p to within 2^-32. Elements are in C order of ``shape``.
+    """
+    p = check_drop_rate(p)
+    n = 1
+    for s in shape:
+        n *= int(s)
+    thr = int(round((1.0 - p) * 4294967296.0))
+    if n == 0:
+        return torch.zeros(tuple(shape), dtype=torch.bool)
+    bits = np.random.SFC64(key_seed(seed, key, tag)).random_raw((n + 1) // 2)
+    words = bits.view(np.uint32)[:n]
+    if thr >= 4294967296:
+        keep = np.ones(n, dtype=np.bool_)
+    else:
+        keep = words < np.uint32(thr)
+    return torch.from_numpy(keep).reshape(tuple(shape))
+
+
+def dare(delta: torch.Tensor, p: float, *, seed: int, key: str, tag: str = "", keep_1d: bool = True,
+         inplace: bool = False) -> torch.Tensor:
+    """DARE: drop each element with probability p and rescale the rest by 1/(1-p).
+
+    ``keep_1d`` leaves tensors with ndim <= 1 (biases, norm gains) untouched, as the EDG release does.
+    Masks depend only on ``(seed, tag, key)`` and the shape, so they are reproducible per key.
+    """
+    p = check_drop_rate(p)
+    if p == 0.0 or (keep_1d and delta.ndim <= 1):
+        return delta if inplace else delta.clone()
+    mask = dare_keep_mask(delta.shape, p, seed, key, tag).to(delta.device, non_blocking=True)
+    scale = 1.0 / (1.0 - p)
+    if inplace:
+        return delta.mul_(mask).mul_(scale)
+    return torch.where(mask, delta * scale, torch.zeros((), dtype=delta.dtype, device=delta.device))
+
+
+def task_vector(finetune: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """τ = θ_ft − θ_base in float32."""
+    if finetune.shape != base.shape:
+        raise ValueError(f"shape mismatch: fine-tune {tuple(finetune.shape)} vs base {tuple(base.shape)}")
+    return finetune.to(torch.float32) - base.to(torch.float32)
+
+
+def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES trim: keep the ``density`` fraction of entries with the largest magnitude, zero the rest."""
+    density = float(density)
+    if not (0.0 < density <= 1.0):
+        raise ValueError(f"TIES density (top-k fraction) must be in (0, 1]; got {density}")
+    n = delta.numel()
+    k = int(round(density * n))
+    if density >= 1.0 or k >= n:
+        return delta.clone()
+    if k <= 0:
+        return torch.zeros_like(delta)
+    mag = delta.abs().reshape(-1).to(torch.float32)
+    # k-th largest = (n-k+1)-th smallest; ties at the threshold are kept (deterministic).
+    thr = torch.kthvalue(mag.cpu(), n - k + 1).values.to(delta.device)
+    return torch.where(delta.abs() >= thr, delta, torch.zeros((), dtype=delta.dtype, device=delta.device))
+
+
+def ties_merge(deltas: Sequence[torch.Tensor], density: float | None = None) -> torch.Tensor:
+    """TIES merge of already-weighted deltas ``v_i = w_i·τ_i``: trim (top-k), elect sign, disjoint mean.
+
+    Sign election: γ = sign(Σ_i v̂_i). Disjoint mean: average of the v̂_i whose sign agrees with γ over
+    the number of such (non-zero) entries. ``density=None`` skips the trim (used after DARE).
+    """
+    if len(deltas) == 0:
+        raise ValueError("ties_merge needs at least one delta")
+    trimmed = [d if density is None else trim_top_k(d, density) for d in deltas]
+    stacked = torch.stack([t.to(torch.float32) for t in trimmed])
+    elected = torch.sign(stacked.sum(dim=0))
+    agree = (torch.sign(stacked) == elected) & (stacked != 0)
+    num = (stacked * agree).sum(dim=0)
+    cnt = agree.sum(dim=0).clamp_min(1)
+    return num / cnt
+
+
+def edg_dynamics_delta_coeff(alpha_d: float, beta_d: float) -> float:
+    """θ_dyn = θ_base + β_d·DARE(α_d·(θ_base − θ_ft)) = θ_base + (−α_d·β_d)·DARE(τ) (DARE is linear)."""
+    return -float(alpha_d) * float(beta_d)
+
+
+def edg_dynamics(base: torch.Tensor, finetune: torch.Tensor, *, alpha_d: float = 0.25, beta_d: float = 0.75,
+                 p: float = 0.7, seed: int = 0, key: str = "", tag: str = "edg.dynamics",
+                 keep_1d: bool = True) -> torch.Tensor:
+    """Dynamics expert, literal formula: θ_base + β_d·DARE_p(α_d·(θ_base − θ_ft)) (float32)."""
+    b = base.to(torch.float32)
+    d = dare(float(alpha_d) * (b - finetune.to(torch.float32)), p, seed=seed, key=key, tag=tag, keep_1d=keep_1d)
+    return b + float(beta_d) * d
+
+
+def edg_control(base: torch.Tensor, finetune: torch.Tensor, *, alpha_c: float = 1.0, beta_c: float = 0.25,
+                p: float = 0.7, seed: int = 0, key: str = "", tag: str = "edg.control",
+                keep_1d: bool = True) -> torch.Tensor:
+    """Control expert, literal formula: α_c·θ_ft + β_c·DARE_p(θ_ft − θ_base) (float32)."""
+    f = finetune.to(torch.float32)
+    d = dare(f - base.to(torch.float32), p, seed=seed, key=key, tag=tag, keep_1d=keep_1d)
+    return float(alpha_c) * f + float(beta_c) * d

@@ -1,0 +1,494 @@
+"""Lazy, per-key ComfyUI integration of task vectors, DARE, TIES and the EDG experts.
+
+Nothing is computed when a node runs: a merged MODEL is ``base.clone()`` plus one weight patch per key
+(``MergeAdapter``, a ``comfy.weight_adapter.WeightAdapterBase``). The patch holds *references* to the
+source models' weight tensors (and their own patches), and ``comfy.lora.calculate_weight`` calls it
+when ComfyUI loads that key, fully or through a low-VRAM ``LowVramPatch``. So merges stack with LoRAs
+and core merge nodes, and the same inputs give bit-identical weights whatever the load order or mode:
+the merged value is computed in float32 and rounded once to the key's storage dtype.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+import comfy.lora
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+from comfy.patcher_extension import CallbacksMP
+from comfy.weight_adapter import WeightAdapterBase
+
+from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
+from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge, trim_top_k
+
+log = logging.getLogger("i2v_motion.merging")
+
+METHODS: tuple[str, ...] = ("sum", "dare", "ties", "dare_ties")
+_MAX_LISTED = 8
+
+
+def _listing(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
+    keys = list(keys)
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+# --------------------------------------------------------------------------------------------------
+# references to weights (no copies)
+
+@dataclass(frozen=True)
+class WeightRef:
+    """One key of one model as ComfyUI sees it: the stored tensor (backup-aware), its convert_func and
+    the model's own patches on that key. Evaluated lazily; never copied at creation."""
+
+    weight: torch.Tensor
+    convert_func: Any
+    patches: tuple
+
+    def evaluate(self, key: str, device: torch.device, *, exact_dtype: bool = True) -> tuple[torch.Tensor, bool]:
+        """The effective weight on ``device``: (tensor, owned). float32 and owned when ``exact_dtype`` or
+        when there is anything to apply; otherwise the stored tensor moved (not converted) to ``device``."""
+        if not exact_dtype and self.convert_func is None and not self.patches:
+            t = comfy.model_management.cast_to_device(self.weight, device, None)
+            return t, t is not self.weight
+        t = comfy.model_management.cast_to_device(self.weight, device, torch.float32, copy=True)
+        if self.convert_func is not None:
+            t = self.convert_func(t, inplace=True)
+        if self.patches:
+            t = comfy.lora.calculate_weight(list(self.patches), t, key, intermediate_dtype=torch.float32)
+        return t, True
+
+
+def weight_refs(model: comfy.model_patcher.ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef]:
+    """References to ``keys`` of ``model`` (as ``ModelPatcher.get_key_patches`` sees them), no copies."""
+    out = {}
+    for k in keys:
+        weight, _set_func, convert_func = comfy.model_patcher.get_key_weight(model.model, k)
+        bk = model.backup.get(k, None)
+        if bk is not None:
+            weight = bk.weight
+        hbk = model.hook_backup.get(k, None)
+        if hbk is not None:
+            weight = hbk[0]
+        out[k] = WeightRef(weight, convert_func, tuple(model.patches.get(k, ())))
+    return out
+
+
+def diffusion_param_keys(model: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Size]:
+    """Floating-point *parameters* under ``diffusion_model.`` (buffers never take part) → shape."""
+    out = {}
+    for name, p in model.model.named_parameters():
+        if name.startswith(DIFFUSION_PREFIX) and (p.is_floating_point() or p.is_complex()):
+            out[name] = p.shape
+    # parameters replaced while a model is loaded keep their names; backups hold the stored shapes
+    return out
+
+
+def model_fingerprint(model: comfy.model_patcher.ModelPatcher, keys: Sequence[str]) -> str:
+    """Cheap identity of a model's stored weights: BLAKE2b over the first bytes of up to 16 keys."""
+    h = hashlib.blake2b(digest_size=12)
+    refs = weight_refs(model, list(keys)[:: max(1, len(keys) // 16)][:16])
+    for k, r in refs.items():
+        t = r.weight.detach().reshape(-1)[:2048].to("cpu", copy=True).contiguous()
+        h.update(k.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+        h.update(str(len(r.patches)).encode())
+    return h.hexdigest()
+
+
+def _finite_problems(refs: dict[str, WeightRef]) -> list[str]:
+    bad = []
+    for k, r in refs.items():
+        w = r.weight
+        if w.numel() == 0 or not w.is_floating_point():
+            continue
+        lo, hi = torch.aminmax(w.detach().reshape(-1))  # NaN and ±Inf propagate
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            bad.append(k)
+    return bad
+
+
+# --------------------------------------------------------------------------------------------------
+# task vectors
+
+class TaskVector:
+    """τ = θ_finetune − θ_base over the keys a filter selects (the value on I2V_TASK_VECTOR sockets).
+
+    Holds references to both ModelPatchers and to their weights as they were when it was made (later
+    changes to those patchers do not leak in); computes τ per key on demand, in float32.
+    """
+
+    def __init__(self, base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher,
+                 key_filter: KeyFilter, keys: Sequence[str], base_refs: dict[str, WeightRef],
+                 ft_refs: dict[str, WeightRef], shapes: dict[str, torch.Size], info: dict):
+        self.base = base
+        self.finetune = finetune
+        self.key_filter = key_filter
+        self.keys = tuple(keys)
+        self._key_set = frozenset(self.keys)
+        self.base_refs = base_refs
+        self.ft_refs = ft_refs
+        self.shapes = shapes
+        self.info = info
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._key_set
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def num_params(self) -> int:
+        n = 0
+        for k in self.keys:
+            s = 1
+            for d in self.shapes[k]:
+                s *= int(d)
+            n += s
+        return n
+
+    def describe(self) -> dict:
+        return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **self.info}
+
+    def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """τ for one key: a new float32 tensor on ``device`` (owned by the caller)."""
+        device = torch.device(device)
+        ft, _ = self.ft_refs[key].evaluate(key, device, exact_dtype=True)
+        base, _ = self.base_refs[key].evaluate(key, device, exact_dtype=False)
+        return ft.sub_(base)
+
+
+def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher,
+                     preset: str = "all", regex: str = "", *, check_finite: bool = True) -> TaskVector:
+    """Validate two models and build the task vector over the keys selected by ``preset``/``regex``.
+
+    Errors (ValueError, naming keys): different model classes or mostly disjoint keys, a filter that
+    selects nothing, different shapes for a key, non-finite weights. Keys present in only one model
+    are skipped with a warning.
+    """
+    for name, m in (("base", base), ("finetune", finetune)):
+        if not isinstance(m, comfy.model_patcher.ModelPatcher):
+            raise TypeError(f"{name} must be a ComfyUI MODEL (ModelPatcher), got {type(m).__name__}")
+    cb, cf = type(base.model), type(finetune.model)
+    if cb is not cf:
+        raise ValueError(f"models of different architectures: base is {cb.__module__}.{cb.__name__}, "
+                         f"fine-tune is {cf.__module__}.{cf.__name__}")
+    key_filter = KeyFilter(preset, regex or "")
+    bshapes = diffusion_param_keys(base)
+    fshapes = diffusion_param_keys(finetune)
+    common = [k for k in bshapes if k in fshapes]
+    if len(common) < 0.5 * min(len(bshapes), len(fshapes)) or not common:
+        only_b = [k for k in bshapes if k not in fshapes]
+        raise ValueError(
+            f"models of different architectures: only {len(common)} of {len(bshapes)} base / {len(fshapes)} "
+            f"fine-tune diffusion-model keys are shared (base-only e.g.: {_listing(only_b, 5)})")
+    pred = key_filter.predicate(list(bshapes) + [k for k in fshapes if k not in bshapes])
+    absent = [k for k in bshapes if k not in fshapes and pred(k)] + [k for k in fshapes if k not in bshapes and pred(k)]
+    if absent:
+        log.warning("task vector: %d selected key(s) exist in only one model and are skipped: %s",
+                    len(absent), _listing(absent))
+    keys = [k for k in common if pred(k)]
+    if not keys:
+        arch = detect_architecture(bshapes)
+        raise ValueError(f"filter {key_filter.describe()} selects no weight of this {arch} model "
+                         f"(its keys look like: {_listing(common, 4)})")
+    mismatched = [f"{k} {tuple(bshapes[k])} vs {tuple(fshapes[k])}" for k in keys if bshapes[k] != fshapes[k]]
+    if mismatched:
+        raise ValueError(f"shape mismatch between base and fine-tune for {len(mismatched)} key(s): "
+                         f"{_listing(mismatched)}")
+    base_refs = weight_refs(base, keys)
+    ft_refs = weight_refs(finetune, keys)
+    if check_finite:
+        for name, refs in (("fine-tune", ft_refs), ("base", base_refs)):
+            bad = _finite_problems(refs)
+            if bad:
+                raise ValueError(f"non-finite values (NaN/Inf) in the {name} weights at {len(bad)} key(s): "
+                                 f"{_listing(bad)}")
+    info = {
+        "architecture": detect_architecture(bshapes),
+        "model_class": f"{cb.__module__}.{cb.__name__}",
+        "base_fingerprint": model_fingerprint(base, keys),
+        "finetune_fingerprint": model_fingerprint(finetune, keys),
+        "skipped_absent_keys": len(absent),
+    }
+    return TaskVector(base, finetune, key_filter, keys, base_refs, ft_refs, {k: bshapes[k] for k in keys}, info)
+
+
+# --------------------------------------------------------------------------------------------------
+# merge specification and the weight adapter
+
+@dataclass(frozen=True)
+class Term:
+    """One summand: ``coeff · [DARE](τ_tv)``; ``tag`` separates the DARE masks of different terms."""
+
+    tv: int
+    coeff: float
+    dare: bool = False
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """θ = weight_scale·θ + combine_k(terms); combine is a sum or TIES (trim/elect/disjoint mean)."""
+
+    task_vectors: tuple
+    terms: tuple
+    method: str = "sum"          # "sum" | "ties"
+    p: float = 0.0               # DARE drop rate for terms with dare=True
+    seed: int = 0
+    keep_1d: bool = True
+    density: float | None = None  # TIES top-k fraction (None: no trim)
+    weight_scale: float = 1.0
+    recipe: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def merged_delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Σ (or TIES of) the terms for one key: a float32 tensor on ``device``."""
+        device = torch.device(device)
+        uses: dict[int, int] = {}
+        for t in self.terms:
+            if key in self.task_vectors[t.tv]:
+                uses[t.tv] = uses.get(t.tv, 0) + 1
+        taus: dict[int, torch.Tensor] = {}
+        parts: list[torch.Tensor] = []
+        for t in self.terms:
+            if t.tv not in uses:
+                continue
+            if t.tv not in taus:
+                taus[t.tv] = self.task_vectors[t.tv].delta(key, device)
+            uses[t.tv] -= 1
+            v = taus[t.tv] if uses[t.tv] == 0 else taus[t.tv].clone()
+            if t.dare and self.p > 0.0:
+                v = dare(v, self.p, seed=self.seed, key=key, tag=t.tag, keep_1d=self.keep_1d, inplace=True)
+            if t.coeff != 1.0:
+                v.mul_(t.coeff)
+            parts.append(v)
+        if not parts:
+            raise KeyError(key)
+        if self.method == "ties":
+            return ties_merge(parts, self.density)
+        out = parts[0]
+        for v in parts[1:]:
+            out.add_(v)
+        return out
+
+    def merged_weight(self, key: str, weight: torch.Tensor) -> torch.Tensor:
+        """The merged float32 weight for one key given the base weight (not modified)."""
+        w = weight.to(torch.float32, copy=True)
+        if self.weight_scale != 1.0:
+            w.mul_(self.weight_scale)
+        return w.add_(self.merged_delta(key, w.device))
+
+
+_FLOAT_STORE = (torch.float16, torch.bfloat16)
+
+
+class MergeAdapter(WeightAdapterBase):
+    """A ComfyUI weight patch evaluating a MergeSpec for the key being patched.
+
+    ``store_dtypes`` maps each key to the target model's storage dtype: the float32 result is rounded
+    to it once, so full loads, low-VRAM partial loads and bakes give bit-identical weights.
+    """
+
+    name = "i2v_motion_merge"
+
+    def __init__(self, spec: MergeSpec, store_dtypes: dict[str, torch.dtype]):
+        self.spec = spec
+        self.store_dtypes = store_dtypes
+        self.loaded_keys = set()
+        self.weights = []
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        spec = self.spec
+        delta = spec.merged_delta(key, weight.device)
+        if offset is not None:
+            delta = delta.narrow(offset[0], offset[1], offset[2])
+        if delta.shape != weight.shape:
+            raise ValueError(f"i2v_motion merge: shape mismatch at {key}: weight {tuple(weight.shape)} "
+                             f"vs task vector {tuple(delta.shape)}")
+        if strength != 1.0:
+            delta.mul_(strength)
+        if function is not None:
+            delta = function(delta)
+        # float32 maths; comfy owns ``weight`` (a temporary copy) and expects it updated in place
+        res = weight if weight.dtype == torch.float32 else weight.to(torch.float32)
+        if spec.weight_scale != 1.0:
+            res.mul_(spec.weight_scale)
+        res.add_(delta)
+        store = self.store_dtypes.get(key)
+        if store in _FLOAT_STORE and store != weight.dtype:
+            weight.copy_(res.to(store))  # round once to the storage dtype
+        elif res is not weight:
+            weight.copy_(res)
+        return weight
+
+
+def _has_lowvram_patch(mod: torch.nn.Module, name: str, key: str) -> bool:
+    fns = getattr(mod, f"{name}_function", None) or []
+    return any(isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key for f in fns)
+
+
+def _patch_skipped_params(patcher, device_to, lowvram_model_memory, force_patch_weights, full_load):
+    """ON_LOAD callback: apply, in place where the weight lives, the patches ``ModelPatcher.load`` left
+    out — parameters of non-leaf modules (never in its load list) and, in partial loads, parameters of
+    modules without ComfyUI cast support that did not fit. Idempotent: keys already patched (in the
+    backup) or handled by a ``LowVramPatch`` are skipped."""
+    done: dict[str, torch.nn.Module] = {}
+    for key in list(patcher.patches):
+        if key in patcher.backup:
+            continue
+        path, _, name = key.rpartition(".")
+        try:
+            mod = comfy.utils.get_attr(patcher.model, path) if path else patcher.model
+        except AttributeError:
+            continue
+        if name not in dict(mod.named_parameters(recurse=False)) or _has_lowvram_patch(mod, name, key):
+            continue
+        patcher.patch_weight_to_device(key, device_to=None)
+        done[path] = mod
+    for mod in done.values():
+        # comfy must not patch these modules again if a later partial load finds room for them
+        mod.comfy_patched_weights = True
+
+
+_NONLEAF_CALLBACK_KEY = "i2v_motion.patch_skipped_params"
+
+
+def ensure_nonleaf_patching(model: comfy.model_patcher.ModelPatcher) -> None:
+    """Register (once) the ON_LOAD callback that applies the patches ComfyUI's loader leaves out
+    (e.g. DynamiCrafter's ``image_proj_model.latents``, a parameter of a non-leaf module)."""
+    cbs = model.callbacks.get(CallbacksMP.ON_LOAD, {}).get(_NONLEAF_CALLBACK_KEY, [])
+    if _patch_skipped_params not in cbs:
+        model.add_callback_with_key(CallbacksMP.ON_LOAD, _NONLEAF_CALLBACK_KEY, _patch_skipped_params)
+
+
+def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comfy.model_patcher.ModelPatcher:
+    """A clone of ``model`` with one MergeAdapter patch per key of the spec's task vectors."""
+    keys: list[str] = []
+    seen = set()
+    for tv in spec.task_vectors:
+        for k in tv.keys:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    target = diffusion_param_keys(model)
+    missing = [k for k in keys if k not in target]
+    if missing:
+        log.warning("merge: %d task-vector key(s) do not exist in the target model and are skipped: %s",
+                    len(missing), _listing(missing))
+    keys = [k for k in keys if k in target]
+    if not keys:
+        raise ValueError("none of the task vectors' keys exist in the target model (different architecture?)")
+    mismatched = []
+    for k in keys:
+        for tv in spec.task_vectors:
+            if k in tv and tv.shapes[k] != target[k]:
+                mismatched.append(f"{k} {tuple(target[k])} vs {tuple(tv.shapes[k])}")
+                break
+    if mismatched:
+        raise ValueError(f"shape mismatch between the target model and the task vector for "
+                         f"{len(mismatched)} key(s): {_listing(mismatched)}")
+    refs = weight_refs(model, keys)
+    adapter = MergeAdapter(spec, {k: refs[k].weight.dtype for k in keys})
+    out = model.clone()
+    added = out.add_patches({k: adapter for k in keys}, 1.0, 1.0)
+    if len(added) != len(keys):
+        raise RuntimeError(f"ComfyUI accepted {len(added)} of {len(keys)} merge patches")
+    ensure_nonleaf_patching(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# public builders
+
+def apply_task_vectors(model: comfy.model_patcher.ModelPatcher, task_vectors: Sequence[TaskVector],
+                       weights: Sequence[float], *, method: str = "sum", p: float = 0.0, seed: int = 0,
+                       keep_1d: bool = True, density: float = 0.2) -> comfy.model_patcher.ModelPatcher:
+    """θ = θ_model + combine_i(w_i·τ_i), lazily.
+
+    ``method``: "sum" (task arithmetic), "dare" (each τ_i through DARE(p), independent masks), "ties"
+    (trim to the top ``density`` fraction by magnitude, elect sign, disjoint mean of w_i·τ_i) or
+    "dare_ties" (DARE instead of the trim, then sign election and disjoint mean).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}; expected one of {', '.join(METHODS)}")
+    if len(task_vectors) == 0:
+        raise ValueError("no task vector given")
+    if len(weights) != len(task_vectors):
+        raise ValueError(f"{len(task_vectors)} task vectors but {len(weights)} weights")
+    for w in weights:
+        if not torch.isfinite(torch.tensor(float(w))):
+            raise ValueError(f"task-vector weight must be finite, got {w}")
+    use_dare = method in ("dare", "dare_ties")
+    p = check_drop_rate(p) if use_dare else 0.0
+    if method == "ties":
+        trim_top_k(torch.zeros(1), density)  # validates density
+    terms = tuple(Term(i, float(w), dare=use_dare, tag=f"tv{i}") for i, w in enumerate(weights))
+    recipe = {
+        "node": "I2VMotion_ApplyTaskVectors", "method": method, "weights": [float(w) for w in weights],
+        "p": p, "seed": int(seed), "keep_1d": bool(keep_1d),
+        "density": float(density) if method == "ties" else None,
+        "formula": "theta = theta_base + combine_i(w_i * op(tau_i)), tau_i = theta_ft_i - theta_base_i",
+        "task_vectors": [tv.describe() for tv in task_vectors],
+    }
+    spec = MergeSpec(tuple(task_vectors), terms, method="ties" if method in ("ties", "dare_ties") else "sum",
+                     p=p, seed=int(seed), keep_1d=bool(keep_1d),
+                     density=float(density) if method == "ties" else None, recipe=recipe)
+    return apply_spec(model, spec)
+
+
+def edg_experts(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher, *,
+                alpha_d: float = 0.25, beta_d: float = 0.75, alpha_c: float = 1.0, beta_c: float = 0.25,
+                p: float = 0.7, seed: int = 0, keep_1d: bool = True, preset: str = "all", regex: str = "",
+                ) -> tuple[comfy.model_patcher.ModelPatcher, comfy.model_patcher.ModelPatcher, TaskVector]:
+    """EDG dynamics and control experts from a base and a fine-tune (lazily), plus their task vector.
+
+    dynamics: θ_base + β_d·DARE_p(α_d·(θ_base − θ_ft)) = θ_base − α_d·β_d·DARE_p(τ)
+    control:  α_c·θ_ft + β_c·DARE_p(θ_ft − θ_base) = α_c·θ_base + α_c·τ + β_c·DARE_p(τ)
+    with τ = θ_ft − θ_base and independent masks for the two experts (seed tags "edg.dynamics" and
+    "edg.control"). Only the selected diffusion-model weights change; everything else is the base.
+    """
+    p = check_drop_rate(p)
+    for n, v in (("alpha_d", alpha_d), ("beta_d", beta_d), ("alpha_c", alpha_c), ("beta_c", beta_c)):
+        if not torch.isfinite(torch.tensor(float(v))):
+            raise ValueError(f"{n} must be finite, got {v}")
+    tv = make_task_vector(base, finetune, preset, regex)
+    common = {"p": p, "seed": int(seed), "keep_1d": bool(keep_1d), "task_vector": tv.describe()}
+    dyn_recipe = {"node": "I2VMotion_EDGExperts", "expert": "dynamics", "alpha_d": float(alpha_d),
+                  "beta_d": float(beta_d), **common,
+                  "formula": "theta_base + beta_d * DARE_p(alpha_d * (theta_base - theta_ft))"}
+    con_recipe = {"node": "I2VMotion_EDGExperts", "expert": "control", "alpha_c": float(alpha_c),
+                  "beta_c": float(beta_c), **common,
+                  "formula": "alpha_c * theta_ft + beta_c * DARE_p(theta_ft - theta_base)"}
+    dyn_spec = MergeSpec((tv,), (Term(0, edg_dynamics_delta_coeff(alpha_d, beta_d), dare=True, tag="edg.dynamics"),),
+                         p=p, seed=int(seed), keep_1d=bool(keep_1d), recipe=dyn_recipe)
+    con_terms = (Term(0, float(alpha_c), dare=False, tag=""), Term(0, float(beta_c), dare=True, tag="edg.control"))
+    con_spec = MergeSpec((tv,), con_terms, p=p, seed=int(seed), keep_1d=bool(keep_1d),
+                         weight_scale=float(alpha_c), recipe=con_recipe)
+    return apply_spec(base, dyn_spec), apply_spec(base, con_spec), tv
+
+
+def merge_recipes(model: comfy.model_patcher.ModelPatcher) -> tuple[list[dict], dict[str, int]]:
+    """The recipes of this pack's merge patches on ``model`` and a count of other patches by kind."""
+    recipes, seen, others = [], set(), {}
+    for key, plist in model.patches.items():
+        for p in plist:
+            v = p[1]
+            if isinstance(v, MergeAdapter):
+                if id(v.spec) not in seen:
+                    seen.add(id(v.spec))
+                    recipes.append({**v.spec.recipe, "strength": p[0], "strength_model": p[2]})
+            else:
+                if isinstance(v, WeightAdapterBase):
+                    kind = type(v).__name__
+                elif isinstance(v, list):
+                    kind = "model_weights"  # a core merge: another model's weights
+                else:
+                    kind = v[0] if len(v) == 2 and isinstance(v[0], str) else "diff"
+                others[kind] = others.get(kind, 0) + 1
+    return recipes, others

@@ -1,0 +1,554 @@
+"""Time-decoupled expert injection (EDG stage 3): several experts over one base, switched by noise level.
+
+One MODEL that samples the high-noise part of the schedule with expert 1 and the low-noise part with
+expert 2 (… expert n), with one copy of the backbone's weights resident.
+
+How it works on ComfyUI's machinery:
+
+- The experts are ModelPatchers over the *same* underlying model (``a.is_clone(b)``) that differ only in
+  their weight patches (the two outputs of EDG Experts, a model and the same model + a LoRA, …). The
+  returned MODEL is a clone of expert 1: ComfyUI loads it exactly as it loads expert 1.
+- An ``OUTER_SAMPLE`` wrapper (once per sampling run, around model loading and sampling) puts a
+  :class:`ScheduleRun` into the run's ``transformer_options`` and, in ``finally``, puts phase 1 back, so an
+  interrupt or an error never leaves weights of another phase behind.
+- Hard mode: an ``APPLY_MODEL`` wrapper maps each model evaluation's sigma to its phase. The first time a
+  phase is needed, every weight that differs between the phases is rewritten in place from the base
+  weight (ComfyUI's backup) with that phase's patches — the same arithmetic as ComfyUI's own
+  ``patch_weight_to_device``, so the weights are bit-identical to loading that expert. Weights behind
+  low-VRAM ``LowVramPatch`` objects switch by swapping the patch lists those read. Cost: one weight
+  computation per boundary and one to restore, per run; no extra weight memory.
+- Soft mode (the release's unused variant): a ``CALC_COND_BATCH`` wrapper evaluates both experts at every
+  step and blends cond and uncond with λ = t/1000 for the dynamics expert, which equals the release's
+  CFG weights w_dyn = cfg·t/1000, w_con = cfg − w_dyn. 2× the UNet cost per step; the second expert's
+  differing weights stay resident during the run (pointer swaps, no recomputation per step).
+
+Patches added downstream of the schedule (a LoRA loader after it) apply in every phase.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+import comfy.float
+import comfy.lora
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+from comfy.patcher_extension import WrappersMP
+
+log = logging.getLogger("i2v_motion.schedule")
+
+SCHEDULE_KEY = "i2v_motion.expert_schedule"
+UNITS: tuple[str, ...] = ("timestep", "fraction")
+MODES: tuple[str, ...] = ("hard", "soft")
+DDPM_STEPS = 1000
+
+_Backup = collections.namedtuple("Dimension", ["weight", "inplace_update"])  # ComfyUI's backup record
+
+
+# --------------------------------------------------------------------------------------------------
+# the schedule (immutable; an attachment of the returned MODEL)
+
+@dataclass(frozen=True)
+class ExpertSchedule:
+    """Per-phase weight patches of the experts and where the phases change.
+
+    ``phases[i]`` maps each key on which the experts differ to expert i's own patch tuples. ``points``
+    are the switch points from high noise to low noise: DDPM timesteps, descending (``unit='timestep'``,
+    expert i runs while t > points[i] ≥ …), or fractions of the run's steps, ascending
+    (``unit='fraction'``, expert i runs for steps < round(points[i]·steps)).
+    """
+
+    phases: tuple[dict, ...]
+    keys: tuple[str, ...]
+    points: tuple[float, ...]
+    unit: str = "timestep"
+    mode: str = "hard"
+    names: tuple[str, ...] = ()
+    info: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def num_phases(self) -> int:
+        return len(self.phases)
+
+    def describe(self) -> str:
+        if self.mode == "soft":
+            return f"soft blend of {self.num_phases} experts (λ = t/1000), {len(self.keys)} differing weights"
+        pts = ", ".join(f"{p:g}" for p in self.points)
+        return f"{self.num_phases} experts, switch at {self.unit} {pts}, {len(self.keys)} differing weights"
+
+
+def get_schedule(model: comfy.model_patcher.ModelPatcher) -> ExpertSchedule | None:
+    """The expert schedule a MODEL carries (None for an ordinary MODEL)."""
+    return model.get_attachment(SCHEDULE_KEY) if hasattr(model, "get_attachment") else None
+
+
+def parse_points(text: str | float | Sequence[float]) -> tuple[float, ...]:
+    """Switch points from a number, a sequence or a comma/space separated string ("750, 500, 250")."""
+    if isinstance(text, (int, float)):
+        return (float(text),)
+    if isinstance(text, str):
+        parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"switch points must be numbers separated by commas (e.g. '750, 500, 250'); "
+                             f"got {text!r}") from None
+    return tuple(float(p) for p in text)
+
+
+def check_points(points: Sequence[float], unit: str, num_models: int) -> tuple[float, ...]:
+    """Validate switch points for ``num_models`` experts; returns them as a tuple of floats."""
+    if unit not in UNITS:
+        raise ValueError(f"unknown switch unit {unit!r}; expected one of {', '.join(UNITS)}")
+    pts = tuple(float(p) for p in points)
+    if len(pts) != num_models - 1:
+        raise ValueError(f"{num_models} experts need {num_models - 1} switch point(s); got {len(pts)} "
+                         f"({', '.join(f'{p:g}' for p in pts) or 'none'})")
+    for p in pts:
+        if not math.isfinite(p):
+            raise ValueError(f"switch points must be finite; got {p}")
+        if unit == "timestep" and not 0.0 <= p <= DDPM_STEPS:
+            raise ValueError(f"a timestep switch point must be in [0, {DDPM_STEPS}] (DDPM timesteps, 999 = pure "
+                             f"noise); got {p:g}")
+        if unit == "fraction" and not 0.0 <= p <= 1.0:
+            raise ValueError(f"a fraction switch point must be in [0, 1] (share of the steps); got {p:g}")
+    pairs = list(zip(pts, pts[1:]))
+    if unit == "timestep" and any(a <= b for a, b in pairs):
+        raise ValueError(f"timestep switch points go from high noise to low noise and must strictly decrease "
+                         f"(e.g. 750, 500, 250); got {', '.join(f'{p:g}' for p in pts)}")
+    if unit == "fraction" and any(a >= b for a, b in pairs):
+        raise ValueError(f"fraction switch points go from the first steps to the last and must strictly "
+                         f"increase (e.g. 0.25, 0.5, 0.75); got {', '.join(f'{p:g}' for p in pts)}")
+    return pts
+
+
+def _same_patches(a: Sequence, b: Sequence) -> bool:
+    """Patch lists are equal when they hold the very same patch tuples (clones share them)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _non_weight_differences(ref: comfy.model_patcher.ModelPatcher, other: comfy.model_patcher.ModelPatcher) -> list[str]:
+    out = []
+    if {k: id(v) for k, v in ref.object_patches.items()} != {k: id(v) for k, v in other.object_patches.items()}:
+        out.append("object patches")
+    ro = {k for k in ref.model_options if k != "transformer_options"}
+    oo = {k for k in other.model_options if k != "transformer_options"}
+    if ro != oo:
+        out.append("model options (" + ", ".join(sorted(ro ^ oo)) + ")")
+    if any(other.hook_patches.values()):
+        out.append("hook patches")
+    return out
+
+
+def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: Sequence[float] = (500.0,),
+                    unit: str = "timestep", mode: str = "hard",
+                    names: Sequence[str] | None = None) -> comfy.model_patcher.ModelPatcher:
+    """One MODEL running ``models[0]`` at the highest noise, then ``models[1]``, … (see module doc).
+
+    ``models`` must share their base (``models[0].is_clone(m)``) and differ only in weight patches.
+    ``mode='soft'`` takes exactly two experts and ignores ``points``. The inputs are not modified.
+    """
+    models = list(models)
+    if mode not in MODES:
+        raise ValueError(f"unknown schedule mode {mode!r}; expected one of {', '.join(MODES)}")
+    if len(models) < 2:
+        raise ValueError("an expert schedule needs at least two MODELs")
+    names = list(names) if names else [f"expert {i + 1}" for i in range(len(models))]
+    for n, m in zip(names, models):
+        if not isinstance(m, comfy.model_patcher.ModelPatcher):
+            raise TypeError(f"{n} must be a ComfyUI MODEL (ModelPatcher), got {type(m).__name__}")
+        if get_schedule(m) is not None:
+            raise ValueError(f"{n} is already an expert schedule; give the experts themselves (for more than two "
+                             f"phases use the multi-expert node with several switch points)")
+    ref = models[0]
+    for n, m in zip(names[1:], models[1:]):
+        if not ref.is_clone(m):
+            raise ValueError(
+                f"{n} is not the same base model as {names[0]}: the experts must be weight patches over one "
+                f"loaded model (e.g. the two outputs of EDG Experts, or a model and the same model with a LoRA), "
+                f"so that only one copy of the weights is resident. Two checkpoint loaders give two separate "
+                f"models ({type(ref.model).__name__} at {id(ref.model):#x} vs {type(m.model).__name__} at "
+                f"{id(m.model):#x}); build the experts from one base with Task Vector / Apply Task Vectors / "
+                f"EDG Experts instead.")
+        diff = _non_weight_differences(ref, m)
+        if diff:
+            log.warning("expert schedule: only weight patches switch between phases; %s differs from %s in %s, "
+                        "which are taken from %s for the whole run", n, names[0], ", ".join(diff), names[0])
+    if mode == "soft":
+        if len(models) != 2:
+            raise ValueError(f"soft mode blends exactly two experts (dynamics, control); got {len(models)}")
+        pts: tuple[float, ...] = ()
+    else:
+        pts = check_points(points, unit, len(models))
+
+    all_keys: list[str] = []
+    seen = set()
+    for m in models:
+        for k in m.patches:
+            if k not in seen:
+                seen.add(k)
+                all_keys.append(k)
+    keys = tuple(k for k in all_keys
+                 if any(not _same_patches(ref.patches.get(k, ()), m.patches.get(k, ())) for m in models[1:]))
+    phases = tuple({k: tuple(m.patches.get(k, ())) for k in keys} for m in models)
+    if not keys:
+        log.warning("expert schedule: the experts have identical weight patches; every phase is %s", names[0])
+    sched = ExpertSchedule(phases, keys, pts, unit, mode, tuple(names),
+                           info={"differing_weights": len(keys)})
+
+    out = ref.clone()
+    out.set_attachments(SCHEDULE_KEY, sched)
+    out.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, SCHEDULE_KEY, _outer_sample_wrapper)
+    if mode == "soft":
+        out.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, SCHEDULE_KEY, _soft_calc_cond_batch_wrapper)
+    else:
+        out.add_wrapper_with_key(WrappersMP.APPLY_MODEL, SCHEDULE_KEY, _apply_model_wrapper)
+    try:  # non-leaf parameters (the Resampler's latents) must be patched at load in every phase
+        from .patches import ensure_nonleaf_patching
+        ensure_nonleaf_patching(out)
+    except ImportError:  # pragma: no cover - merging.patches is part of the pack
+        pass
+    log.info("expert schedule: %s", sched.describe())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# noise level → phase
+
+def ddpm_timestep(model_sampling: Any, sigma: torch.Tensor) -> float:
+    """The DDPM timestep of ``sigma`` (0 … 999): ComfyUI's own ``timestep`` for discrete schedules,
+    ``999·(1 − percent)`` (inverting ``percent_to_sigma``) for continuous ones."""
+    s = sigma.detach().reshape(-1)[:1].float()
+    if hasattr(model_sampling, "log_sigmas") and not hasattr(model_sampling, "sigma_data"):
+        return float(model_sampling.timestep(s).reshape(-1)[0])
+    target = float(s[0])
+    lo, hi = 0.0, 1.0  # percent_to_sigma decreases from sigma_max (0) to 0 (1)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if model_sampling.percent_to_sigma(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (DDPM_STEPS - 1) * (1.0 - 0.5 * (lo + hi))
+
+
+# --------------------------------------------------------------------------------------------------
+# one sampling run: where each differing weight lives and how to put a phase's value there
+
+class _Slot:
+    """One differing key in the loaded model: its kind and what is needed to switch and restore it.
+
+    kinds: ``inplace`` (patched in place at load; base in ComfyUI's backup), ``own`` (live weight is the
+    base: we add the backup record), ``lowvram`` (``LowVramPatch`` objects compute it on every forward),
+    ``lowvram_add`` (a low-VRAM module without a patch for this key: we add a ``LowVramPatch``).
+    """
+
+    __slots__ = ("key", "kind", "module", "attr", "entry", "lvps", "lvp_orig", "added", "original", "phase",
+                 "set_func", "convert_func", "cache")
+
+    def __init__(self, key: str, kind: str, module: torch.nn.Module, attr: str):
+        self.key, self.kind, self.module, self.attr = key, kind, module, attr
+        self.entry = None
+        self.lvps: list = []
+        self.lvp_orig: list = []
+        self.added = None
+        self.original = None      # soft mode: the live tensor of phase 0 (kept, never written)
+        self.phase = 0
+        self.set_func = None
+        self.convert_func = None
+        self.cache: dict[int, torch.Tensor] = {}
+
+
+class ScheduleRun:
+    """Per-run state of a scheduled MODEL: which phase is materialized, and how to switch back."""
+
+    def __init__(self, patcher: comfy.model_patcher.ModelPatcher, schedule: ExpertSchedule):
+        self.patcher = patcher
+        self.schedule = schedule
+        self.phase = 0
+        self.slots: dict[str, _Slot] = {}
+        self.switches: list[tuple[int, int, float, float]] = []  # (from, to, t, seconds)
+        self._fraction_sigmas: tuple[int, list[float]] | None = None
+        self.lists = self._phase_lists(patcher, schedule)
+        self._check_hooks()
+
+    # ---- plan
+
+    @staticmethod
+    def _phase_lists(patcher: comfy.model_patcher.ModelPatcher, sched: ExpertSchedule) -> list[dict[str, list]]:
+        """Patch lists per phase for the run patcher: phase 0 is what ComfyUI loads (the run patcher's own
+        list); phase i is expert i's list plus whatever was appended downstream of the schedule."""
+        lists: list[dict[str, list]] = [dict() for _ in sched.phases]
+        odd = []
+        for k in sched.keys:
+            run = list(patcher.patches.get(k, ()))
+            own = sched.phases[0].get(k, ())
+            if _same_patches(run[:len(own)], own):
+                suffix = run[len(own):]
+            else:
+                suffix = []
+                odd.append(k)
+            lists[0][k] = run
+            for i in range(1, len(sched.phases)):
+                lists[i][k] = list(sched.phases[i].get(k, ())) + suffix
+        if odd:
+            log.warning("expert schedule: %d weight(s) had their first expert's patches replaced downstream "
+                        "(e.g. %s); the later phases use their experts' own patches there", len(odd), odd[0])
+        return lists
+
+    def _check_hooks(self) -> None:
+        hooked = set()
+        for hp in self.patcher.hook_patches.values():
+            hooked.update(hp)
+        clash = hooked.intersection(self.schedule.keys)
+        if clash:
+            raise ValueError(f"expert schedule: weight hooks (conditioning-scheduled LoRAs) patch {len(clash)} of the "
+                             f"weights the experts switch (e.g. {sorted(clash)[0]}); that combination is not "
+                             f"supported — apply those LoRAs as ordinary model patches instead")
+
+    # ---- phase of a model evaluation
+
+    def phase_for(self, sigma: torch.Tensor, model_sampling: Any, sample_sigmas: torch.Tensor | None) -> int:
+        """Phase of an evaluation at ``sigma`` (first element of a batch)."""
+        sched = self.schedule
+        if not sched.points:
+            return 0
+        if sched.unit == "timestep":
+            t = ddpm_timestep(model_sampling, sigma)
+            return sum(1 for p in sched.points if t <= p)
+        thr = self._fraction_thresholds(sample_sigmas)
+        if thr is None:
+            return 0
+        s = float(sigma.detach().reshape(-1)[0])
+        return sum(1 for th in thr if s <= th * (1 + 1e-5) + 1e-12)
+
+    def _fraction_thresholds(self, sample_sigmas: torch.Tensor | None) -> list[float] | None:
+        if sample_sigmas is None:
+            log.warning("expert schedule: no sample_sigmas in this run; fraction switch points cannot be placed "
+                        "and the first expert runs throughout")
+            return None
+        if self._fraction_sigmas is not None and self._fraction_sigmas[0] == id(sample_sigmas):
+            return self._fraction_sigmas[1]
+        sig = [float(s) for s in sample_sigmas.detach().reshape(-1).cpu()]
+        n = len(sig) - 1
+        thr = []
+        for f in self.schedule.points:
+            k = int(math.floor(f * n + 0.5))
+            thr.append(sig[k] if k < n else -1.0)  # k == n: never switch (no evaluation at the last sigma)
+        self._fraction_sigmas = (id(sample_sigmas), thr)
+        return thr
+
+    # ---- materialization
+
+    def _slot(self, key: str, soft: bool) -> _Slot:
+        slot = self.slots.get(key)
+        if slot is not None:
+            return slot
+        p = self.patcher
+        path, _, attr = key.rpartition(".")
+        module = comfy.utils.get_attr(p.model, path) if path else p.model
+        fns = getattr(module, f"{attr}_function", None)
+        lvps = [f for f in (fns or []) if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]
+        _, set_func, convert_func = comfy.model_patcher.get_key_weight(p.model, key)
+        if key in p.backup:
+            slot = _Slot(key, "inplace", module, attr)
+            slot.entry = p.backup[key]
+        elif lvps:
+            slot = _Slot(key, "lowvram", module, attr)
+            slot.lvps = lvps
+            slot.lvp_orig = [f.patches for f in lvps]
+        elif fns is not None and getattr(module, "comfy_cast_weights", False) \
+                and not getattr(module, "comfy_patched_weights", False):
+            slot = _Slot(key, "lowvram_add", module, attr)
+        else:
+            slot = _Slot(key, "own", module, attr)
+            live = comfy.utils.get_attr(p.model, key)
+            if soft and set_func is None:  # pointer swaps never write into the live tensor
+                slot.entry = _Backup(live.data, False)
+            else:
+                slot.entry = _Backup(live.data.to(device=p.offload_device, copy=True), True)
+            p.backup[key] = slot.entry
+        slot.set_func, slot.convert_func = set_func, convert_func
+        if soft and slot.kind in ("inplace", "own") and set_func is None:
+            slot.original = comfy.utils.get_attr(p.model, key).data
+        self.slots[key] = slot
+        return slot
+
+    def _value(self, slot: _Slot, patches: list, like: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's ``patch_weight_to_device`` arithmetic: base → float32 → patches → storage dtype."""
+        base = slot.entry.weight
+        temp = comfy.model_management.cast_to_device(base, like.device, torch.float32, copy=True)
+        if slot.convert_func is not None:
+            temp = slot.convert_func(temp, inplace=True)
+        out = comfy.lora.calculate_weight(patches, temp, slot.key)
+        if slot.set_func is None:
+            out = comfy.float.stochastic_rounding(out, like.dtype, seed=comfy.model_patcher.string_to_seed(slot.key))
+        return out
+
+    def _put(self, slot: _Slot, phase: int, soft: bool) -> None:
+        if slot.phase == phase:
+            return
+        key, model = slot.key, self.patcher.model
+        patches = self.lists[phase][key]
+        if slot.kind == "lowvram":
+            for f, orig in zip(slot.lvps, slot.lvp_orig):
+                f.patches = orig if phase == 0 else {key: patches}
+        elif slot.kind == "lowvram_add":
+            fns = getattr(slot.module, f"{slot.attr}_function")
+            if phase == 0 or not patches:
+                if slot.added is not None and slot.added in fns:
+                    fns.remove(slot.added)
+                slot.added = None
+            else:
+                if slot.added is None:
+                    slot.added = comfy.model_patcher.LowVramPatch(key, {key: patches}, slot.convert_func, slot.set_func)
+                    fns.insert(0, slot.added)
+                slot.added.patches = {key: patches}
+        elif soft and slot.original is not None:
+            param = comfy.utils.get_attr(model, key)
+            if phase == 0:
+                param.data = slot.original
+            else:
+                t = slot.cache.get(phase)
+                if t is None:
+                    t = slot.cache[phase] = self._value(slot, patches, slot.original)
+                param.data = t
+        else:
+            live = comfy.utils.get_attr(model, key)
+            out = self._value(slot, patches, live)
+            if slot.set_func is None:
+                comfy.utils.copy_to_param(model, key, out)
+            else:
+                slot.set_func(out, inplace_update=True, seed=comfy.model_patcher.string_to_seed(key))
+        slot.phase = phase
+
+    def activate(self, phase: int, t: float | None = None) -> None:
+        """Materialize ``phase``'s weights (no-op when already there)."""
+        if phase == self.phase:
+            return
+        soft = self.schedule.mode == "soft"
+        start = time.perf_counter()
+        with torch.no_grad():
+            for key in self.schedule.keys:
+                self._put(self._slot(key, soft), phase, soft)
+        dt = time.perf_counter() - start
+        self.switches.append((self.phase, phase, float("nan") if t is None else t, dt))
+        if not soft:
+            names = self.schedule.names
+            log.info("expert schedule: %s → %s at t=%s, %d weights in %.2f s",
+                     names[self.phase] if self.phase < len(names) else self.phase,
+                     names[phase] if phase < len(names) else phase,
+                     "?" if t is None else f"{t:g}", len(self.schedule.keys), dt)
+        self.phase = phase
+
+    def restore(self) -> None:
+        """Put phase 0 back everywhere this run touched and drop this run's backup records and caches.
+
+        Keys whose ComfyUI backup record changed meanwhile (the model was unloaded or reloaded during the
+        run) are left to ComfyUI, which already restored them."""
+        soft = self.schedule.mode == "soft"
+        p = self.patcher
+        errors = []
+        with torch.no_grad():
+            for key, slot in self.slots.items():
+                try:
+                    if slot.kind in ("lowvram", "lowvram_add"):
+                        self._put(slot, 0, soft)
+                        continue
+                    if p.backup.get(key) is not slot.entry:
+                        continue  # ComfyUI unpatched (and possibly repatched) it: not ours any more
+                    if slot.kind == "own":
+                        param = comfy.utils.get_attr(p.model, key)
+                        if slot.original is not None:
+                            param.data = slot.original
+                        elif slot.phase != 0:
+                            param.data.copy_(slot.entry.weight.to(param.device))
+                        p.backup.pop(key, None)
+                    else:
+                        self._put(slot, 0, soft)
+                    slot.phase = 0
+                except Exception as e:  # keep restoring the others; report below
+                    errors.append((key, e))
+                finally:
+                    slot.cache.clear()
+        self.slots.clear()
+        self.phase = 0
+        if errors:
+            # ComfyUI must not trust the loaded weights: a fresh uuid makes the next load unpatch and repatch
+            import uuid
+            p.model.current_weight_patches_uuid = uuid.uuid4()
+            key, e = errors[0]
+            raise RuntimeError(f"expert schedule: could not restore {len(errors)} weight(s) (first {key}: {e}); "
+                               f"the model will be reloaded on next use") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# wrappers (module-level functions: they survive clones and are shared by them)
+
+def _outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    patcher = getattr(guider, "model_patcher", None)
+    sched = get_schedule(patcher) if patcher is not None else None
+    if sched is None:
+        return executor(*args, **kwargs)
+    run = ScheduleRun(patcher, sched)
+    topts = guider.model_options.setdefault("transformer_options", {})
+    prev = topts.get(SCHEDULE_KEY)
+    topts[SCHEDULE_KEY] = run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        try:
+            run.restore()
+        finally:
+            if prev is None:
+                topts.pop(SCHEDULE_KEY, None)
+            else:
+                topts[SCHEDULE_KEY] = prev
+
+
+def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                         **kwargs):
+    run = transformer_options.get(SCHEDULE_KEY) if transformer_options else None
+    if isinstance(run, ScheduleRun):
+        ms = executor.class_obj.model_sampling
+        phase = run.phase_for(t, ms, transformer_options.get("sample_sigmas"))
+        if phase != run.phase:
+            run.activate(phase, ddpm_timestep(ms, t))
+    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def _blend(a, b, lam: float):
+    if a is None or b is None:
+        return a if b is None else b
+    return a * lam + b * (1.0 - lam)
+
+
+def _soft_calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
+    run = model_options.get("transformer_options", {}).get(SCHEDULE_KEY)
+    if not isinstance(run, ScheduleRun):
+        return executor(model, conds, x_in, timestep, model_options)
+    t = ddpm_timestep(model.model_sampling, timestep)
+    lam = min(max(t / DDPM_STEPS, 0.0), 1.0)  # dynamics weight: w_dyn / cfg
+    if lam >= 1.0:
+        run.activate(0, t)
+        return executor(model, conds, x_in, timestep, model_options)
+    if lam <= 0.0:
+        run.activate(1, t)
+        return executor(model, conds, x_in, timestep, model_options)
+    outs: dict[int, list] = {}
+    for phase in ((run.phase, 1 - run.phase) if run.phase in (0, 1) else (0, 1)):  # current weights first
+        run.activate(phase, t)
+        outs[phase] = executor(model, conds, x_in, timestep, model_options)
+    return [_blend(d, c, lam) for d, c in zip(outs[0], outs[1])]
+
+
+__all__ = ["SCHEDULE_KEY", "UNITS", "MODES", "ExpertSchedule", "ScheduleRun", "expert_schedule", "get_schedule",
+           "parse_points", "check_points", "ddpm_timestep"]

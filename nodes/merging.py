@@ -1,0 +1,223 @@
+"""Nodes: task vectors, task arithmetic / DARE / TIES, EDG experts, bake a merged model to .safetensors.
+
+Every merge is lazy (per-key ComfyUI weight patches computed when the model loads) and seeded per key.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy.cli_args import args
+from comfy_api.latest import io, ui
+
+from ..merging.bake import OUT_DTYPES, bake_model
+from ..merging.filters import PRESET_HELP, PRESETS
+from ..merging.patches import METHODS, apply_task_vectors, edg_experts, make_task_vector
+
+log = logging.getLogger("i2v_motion")
+
+TaskVectorType = io.Custom("I2V_TASK_VECTOR")
+CATEGORY = "i2v_motion/merging"
+MAX_TASK_VECTORS = 4
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+BAKE_FOLDERS = ("output", "diffusion_models")
+
+_FILTER_TIP = "Which weights take part. " + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()) + "."
+_REGEX_TIP = ("Regular expression searched in ModelPatcher keys (e.g. 'input_blocks\\.1\\.' or 'attn2'). With the "
+              "'custom' preset it is the filter; with another preset it narrows it further (AND). Empty: no narrowing.")
+
+
+def _filter_inputs() -> list:
+    return [
+        io.Combo.Input("filter", options=list(PRESETS), default="all", tooltip=_FILTER_TIP),
+        io.String.Input("regex", default="", multiline=False, tooltip=_REGEX_TIP),
+    ]
+
+
+def _dare_inputs(default_p: float) -> list:
+    return [
+        io.Float.Input("p", default=default_p, min=0.0, max=0.999, step=0.01,
+                       tooltip="DARE drop rate: each delta element is dropped with probability p and the rest "
+                               "rescaled by 1/(1-p). Must be in [0, 1); 0 disables DARE."),
+        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=False,
+                     tooltip="Seed of the DARE masks; each key's mask comes from (seed, key), so the weights are "
+                             "bit-identical whatever the load order or low-VRAM mode."),
+        io.Boolean.Input("keep_1d", default=True,
+                         tooltip="Leave 1-D tensors (biases, norm gains) undropped, as the EDG release does."),
+    ]
+
+
+class TaskVector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_TaskVector",
+            display_name="Task Vector (fine-tune − base)",
+            category=CATEGORY,
+            description="τ = θ_finetune − θ_base over the selected diffusion-model weights. Lazy: holds references "
+                        "to both models; nothing is computed until a merged model loads.",
+            inputs=[
+                io.Model.Input("base", tooltip="The model the fine-tune started from (e.g. DynamiCrafter 512)."),
+                io.Model.Input("finetune",
+                               tooltip="The fine-tuned model (e.g. DynamiCrafter-CIL-512); same architecture."),
+                *_filter_inputs(),
+            ],
+            outputs=[TaskVectorType.Output(display_name="task_vector",
+                                           tooltip="Task vector for Apply Task Vectors.")],
+        )
+
+    @classmethod
+    def execute(cls, base, finetune, filter: str = "all", regex: str = "") -> io.NodeOutput:
+        tv = make_task_vector(base, finetune, filter, regex)
+        log.info("task vector: %d keys, %.1f M parameters (%s)", len(tv), tv.num_params / 1e6, filter)
+        return io.NodeOutput(tv)
+
+
+class ApplyTaskVectors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        tv_inputs = []
+        for i in range(1, MAX_TASK_VECTORS + 1):
+            tv_inputs += [
+                TaskVectorType.Input(f"task_vector_{i}", optional=i > 1,
+                                     tooltip=f"Task vector {i}" + (" (optional)." if i > 1 else ".")),
+                io.Float.Input(f"weight_{i}", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip=f"Weight w{i} of task vector {i}: 1 applies the fine-tune, 0 nothing, "
+                                       "negative reverses it (EDG extrapolation: -0.25), >1 extrapolates past it."),
+            ]
+        return io.Schema(
+            node_id="I2VMotion_ApplyTaskVectors",
+            display_name="Apply Task Vectors",
+            category=CATEGORY,
+            description="θ = θ_model + Σ wᵢ·τᵢ, optionally through DARE or TIES. Lazy weight patches on a clone of "
+                        "the model; stacks with LoRAs and core merges.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to add the task vectors to (usually their base)."),
+                *tv_inputs,
+                io.Combo.Input("method", options=list(METHODS), default="sum",
+                               tooltip="sum: task arithmetic. dare: each τ through DARE (drop p, rescale 1/(1-p)). "
+                                       "ties: trim each wᵢτᵢ to its top-k magnitudes, elect a sign per element, "
+                                       "disjoint mean. dare_ties: DARE instead of the trim, then sign election "
+                                       "and disjoint mean."),
+                *_dare_inputs(0.7),
+                io.Float.Input("density", default=0.2, min=0.001, max=1.0, step=0.01,
+                               tooltip="TIES: fraction k of each task vector's entries kept (largest magnitude) "
+                                       "per tensor. Used by method 'ties' only."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL")],
+        )
+
+    @classmethod
+    def execute(cls, model, task_vector_1, weight_1: float = 1.0, task_vector_2=None, weight_2: float = 1.0,
+                task_vector_3=None, weight_3: float = 1.0, task_vector_4=None, weight_4: float = 1.0,
+                method: str = "sum", p: float = 0.7, seed: int = 0, keep_1d: bool = True,
+                density: float = 0.2) -> io.NodeOutput:
+        pairs = [(task_vector_1, weight_1), (task_vector_2, weight_2), (task_vector_3, weight_3),
+                 (task_vector_4, weight_4)]
+        tvs = [t for t, _ in pairs if t is not None]
+        ws = [w for t, w in pairs if t is not None]
+        out = apply_task_vectors(model, tvs, ws, method=method, p=p, seed=seed, keep_1d=keep_1d, density=density)
+        return io.NodeOutput(out)
+
+
+class EDGExperts(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_EDGExperts",
+            display_name="EDG Experts (dynamics / control)",
+            category=CATEGORY,
+            description="EDG (CVPR 2025) experts from a base and a fine-tune, with the released coefficients as "
+                        "defaults. dynamics = θ_base + β_d·DARE_p(α_d·(θ_base − θ_ft)) for high noise; control = "
+                        "α_c·θ_ft + β_c·DARE_p(θ_ft − θ_base) for low noise. Independent seeded masks; lazy.",
+            inputs=[
+                io.Model.Input("base", tooltip="Base model θ_base (e.g. DynamiCrafter 512)."),
+                io.Model.Input("finetune", tooltip="Fine-tune θ_ft (the release uses DynamiCrafter-CIL-512)."),
+                io.Float.Input("alpha_d", default=0.25, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Dynamics expert: extrapolation strength α_d away from the fine-tune."),
+                io.Float.Input("beta_d", default=0.75, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Dynamics expert: scale β_d of the DARE'd extrapolation delta."),
+                io.Float.Input("alpha_c", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Control expert: weight α_c of the fine-tune."),
+                io.Float.Input("beta_c", default=0.25, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Control expert: scale β_c of the DARE'd task vector θ_ft − θ_base."),
+                *_dare_inputs(0.7),
+                *_filter_inputs(),
+            ],
+            outputs=[io.Model.Output("dynamics", display_name="dynamics",
+                                     tooltip="Dynamics expert (use for the high-noise steps, t ≥ 500)."),
+                     io.Model.Output("control", display_name="control",
+                                     tooltip="Control expert (use for the low-noise steps, t < 500).")],
+        )
+
+    @classmethod
+    def execute(cls, base, finetune, alpha_d: float = 0.25, beta_d: float = 0.75, alpha_c: float = 1.0,
+                beta_c: float = 0.25, p: float = 0.7, seed: int = 0, keep_1d: bool = True, filter: str = "all",
+                regex: str = "") -> io.NodeOutput:
+        dyn, con, _ = edg_experts(base, finetune, alpha_d=alpha_d, beta_d=beta_d, alpha_c=alpha_c, beta_c=beta_c,
+                                  p=p, seed=seed, keep_1d=keep_1d, preset=filter, regex=regex)
+        return io.NodeOutput(dyn, con)
+
+
+def _bake_dir(folder: str) -> str:
+    if folder == "output":
+        return folder_paths.get_output_directory()
+    if folder == "diffusion_models":
+        return folder_paths.get_folder_paths("diffusion_models")[0]
+    raise ValueError(f"folder must be one of {', '.join(BAKE_FOLDERS)}; got {folder!r}")
+
+
+class BakeMerged(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_BakeMerged",
+            display_name="Bake Merged Model (.safetensors)",
+            category=CATEGORY,
+            description="Writes the MODEL's diffusion model with all its patches applied (merges, LoRAs, core merges) "
+                        "to .safetensors, one tensor at a time, with the merge recipe in the metadata. DynamiCrafter "
+                        "models are saved under official key names, so the pack's loader reads them back.",
+            inputs=[
+                io.Model.Input("model", tooltip="The (merged) model to bake."),
+                io.String.Input("filename_prefix", default="i2v_motion/merged",
+                                tooltip="File name prefix (sub-folders allowed); a counter and .safetensors "
+                                        "are added."),
+                io.Combo.Input("folder", options=list(BAKE_FOLDERS), default="output",
+                               tooltip="output: ComfyUI's output folder. diffusion_models: models/diffusion_models, "
+                                       "so the file appears in the loaders' lists."),
+                io.Combo.Input("dtype", options=list(OUT_DTYPES), default="keep",
+                               tooltip="Storage dtype: keep each weight's dtype, or convert floating weights."),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="Absolute path of the written file.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, filename_prefix: str = "i2v_motion/merged", folder: str = "output",
+                dtype: str = "keep") -> io.NodeOutput:
+        out_dir = _bake_dir(folder)
+        full_dir, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        path = os.path.join(full_dir, f"{filename}_{counter:05}_.safetensors")
+        extra = {}
+        prompt = getattr(getattr(cls, "hidden", None), "prompt", None)
+        if prompt is not None and not args.disable_metadata:
+            extra["prompt"] = json.dumps(prompt)
+        pbar = comfy.utils.ProgressBar(1)
+        device = model.load_device if comfy.model_management.get_torch_device().type != "cpu" else "cpu"
+
+        def progress(i: int, n: int) -> None:
+            pbar.update_absolute(i, n)
+
+        summary = bake_model(model, path, out_dtype=dtype, extra_metadata=extra, device=device, progress=progress,
+                             check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        msg = f"baked {summary['tensors']} tensors ({summary['bytes'] / 2**30:.2f} GiB) to {path}"
+        log.info(msg)
+        return io.NodeOutput(path, ui=ui.PreviewText(msg))
+
+
+NODES = [TaskVector, ApplyTaskVectors, EDGExperts, BakeMerged]
