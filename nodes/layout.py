@@ -1,0 +1,477 @@
+"""Box-trajectory animation (IVA0-style) nodes: layouts, masks, preview, benchmark cases, guide video,
+spatio-temporal masked denoising for any I2V MODEL, and weight-free metrics. Thin wrappers over
+:mod:`..layout`."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from comfy_api.latest import io
+
+from .. import layout as L
+
+log = logging.getLogger("i2v_motion.layout")
+
+CATEGORY = "i2v_motion/layout"
+LayoutType = io.Custom("I2V_LAYOUT")
+PACK_DIR = Path(__file__).resolve().parent.parent
+CASES_DIR = PACK_DIR / "example_workflows" / "layout_cases"
+
+EXAMPLE_JSON = json.dumps({"objects": [
+    {"phrase": "object", "boxes": [[0, 0.10, 0.40, 0.35, 0.80], [15, 0.60, 0.35, 0.90, 0.85]]}]}, indent=1)
+
+
+def _progress(total: int):
+    """ProgressBar-backed ``(done, total)`` callback that also honours ComfyUI's interrupt button."""
+    import comfy.model_management
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(max(1, total))
+
+    def cb(done: int, n: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, n)
+
+    return cb
+
+
+def _source_chw(image: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """First frame of an IMAGE as ``[3, H, W]`` (warns when a batch is given)."""
+    if image.ndim != 4 or image.shape[-1] < 3:
+        raise ValueError(f"{what} must be an IMAGE [B, H, W, 3], got {tuple(image.shape)}")
+    if image.shape[0] > 1:
+        log.warning("%s has %d frames; using the first as the source image", what, image.shape[0])
+    return image[0, ..., :3].permute(2, 0, 1).float()
+
+
+def _frames_chw(images: torch.Tensor) -> torch.Tensor:
+    return images[..., :3].permute(0, 3, 1, 2).float()
+
+
+def _to_image(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
+
+
+class LayoutFromJSON(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutFromJSON",
+            display_name="Layout from JSON (I2V Motion)",
+            category=CATEGORY,
+            description="A box layout from JSON: objects with a phrase and key boxes [frame, x0, y0, x1, y1] "
+                        "in normalised image coordinates, interpolated to every frame.",
+            inputs=[
+                io.String.Input("layout_json", multiline=True, default=EXAMPLE_JSON,
+                                tooltip='{"objects": [{"phrase": "a dog", "boxes": [[frame, x0, y0, x1, y1], ...]}]} '
+                                        "with coordinates as fractions of the image (0..1, origin top-left); "
+                                        "boxes may leave the image."),
+                io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
+                             tooltip="Video length in frames (key frame indices must be below it; overrides a "
+                                     "\"frames\" key in the JSON)."),
+                io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                               tooltip="Box-centre path between key boxes (an object's own \"interpolation\" "
+                                       "field wins): linear, ease_in_out (stops at keys), catmull_rom (smooth curve)."),
+                io.Combo.Input("size_space", options=list(L.SIZE_SPACES), default="log",
+                               tooltip="Interpolate box sizes geometrically (log: even zooms, monotone) or linearly."),
+            ],
+            outputs=[LayoutType.Output(display_name="layout"),
+                     io.String.Output(display_name="json", tooltip="The layout as normalised JSON text.")],
+        )
+
+    @classmethod
+    def execute(cls, layout_json: str, frames: int, interpolation: str, size_space: str) -> io.NodeOutput:
+        lay = L.parse_layout(layout_json, frames=frames, interpolation=interpolation, size_space=size_space)
+        return io.NodeOutput(lay, lay.to_json())
+
+
+class LayoutFromMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutFromMask",
+            display_name="Layout from Mask (I2V Motion)",
+            category=CATEGORY,
+            description="One object's key boxes from the bounding boxes of masks (e.g. drawn in the mask "
+                        "editor): each non-empty mask of the batch is a key box. Chain to add objects.",
+            inputs=[
+                io.Mask.Input("mask", tooltip="MASK batch [N, H, W]; mask i gives the key box at key_frames[i]."),
+                io.String.Input("phrase", default="object", tooltip="What the object is (label, caption)."),
+                io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
+                             tooltip="Video length in frames (ignored when appending: the input layout's length is used)."),
+                io.String.Input("key_frames", default="",
+                                tooltip="Comma-separated frame of each mask, e.g. \"0, 15\". Empty: mask i is frame i "
+                                        "if there is one mask per frame, else the masks are spread evenly."),
+                io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                               tooltip="Box-centre path between this object's key boxes."),
+                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="Mask values above this belong to the object."),
+                LayoutType.Input("layout", optional=True,
+                                 tooltip="Optional layout to append this object to (multi-object layouts)."),
+            ],
+            outputs=[LayoutType.Output(display_name="layout")],
+        )
+
+    @classmethod
+    def execute(cls, mask: torch.Tensor, phrase: str, frames: int, key_frames: str, interpolation: str,
+                threshold: float, layout: L.Layout | None = None) -> io.NodeOutput:
+        if layout is not None:
+            frames = layout.frames
+        keys = None
+        if key_frames.strip():
+            try:
+                keys = [int(s) for s in key_frames.replace(";", ",").split(",") if s.strip()]
+            except ValueError:
+                raise ValueError(f"key_frames {key_frames!r} must be comma-separated whole numbers") from None
+        size_space = layout.size_space if layout is not None else "log"
+        new = L.layout_from_masks(mask, phrase, frames, keys, interpolation, size_space, threshold)
+        return io.NodeOutput(L.merge_layouts(layout, new) if layout is not None else new)
+
+
+class LayoutToJSON(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutToJSON",
+            display_name="Layout to JSON (I2V Motion)",
+            category=CATEGORY,
+            description="The layout as JSON text (key boxes only), to save or paste into Layout from JSON.",
+            inputs=[LayoutType.Input("layout", tooltip="A layout.")],
+            outputs=[io.String.Output(display_name="json")],
+        )
+
+    @classmethod
+    def execute(cls, layout: L.Layout) -> io.NodeOutput:
+        return io.NodeOutput(layout.to_json(indent=1))
+
+
+class LayoutToMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutToMask",
+            display_name="Layout to Mask (I2V Motion)",
+            category=CATEGORY,
+            description="Per-frame MASK [T, H, W] of the layout: object boxes, vacated or background region.",
+            inputs=[
+                LayoutType.Input("layout", tooltip="A layout."),
+                io.Int.Input("width", default=512, min=1, max=16384, tooltip="Mask width in pixels."),
+                io.Int.Input("height", default=320, min=1, max=16384, tooltip="Mask height in pixels."),
+                io.Combo.Input("region", options=["objects", "vacated", "background", "source"], default="objects",
+                               tooltip="objects: boxes at each frame; vacated: source boxes the objects have left; "
+                                       "background: everything else; source: frame-0 boxes on every frame."),
+                io.Int.Input("object_index", default=-1, min=-1, max=1024,
+                             tooltip="Only this object (0-based; objects region only); -1 = all objects."),
+                io.Float.Input("feather", default=0.0, min=0.0, max=512.0, step=0.5,
+                               tooltip="Soft outward edge in pixels (0 = hard, anti-aliased)."),
+                io.Float.Input("grow", default=0.0, min=-512.0, max=512.0, step=0.5,
+                               tooltip="Grow (or shrink, negative) every box by this many pixels."),
+            ],
+            outputs=[io.Mask.Output(display_name="mask")],
+        )
+
+    @classmethod
+    def execute(cls, layout: L.Layout, width: int, height: int, region: str, object_index: int, feather: float,
+                grow: float) -> io.NodeOutput:
+        if region == "objects":
+            objs = None if object_index < 0 else [object_index]
+            return io.NodeOutput(L.layout_mask(layout, height, width, feather, grow, objs))
+        r = L.region_masks(layout, height, width, feather, grow)
+        m = r[region] if region != "source" else r["source"][None].repeat(layout.frames, 1, 1)
+        return io.NodeOutput(m.contiguous())
+
+
+class LayoutPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutPreview",
+            display_name="Layout Preview (I2V Motion)",
+            category=CATEGORY,
+            description="Draws every object's box, path, key boxes and phrase on the image or on generated "
+                        "frames; connect to Preview Image / Save Animated WEBP.",
+            inputs=[
+                io.Image.Input("images", tooltip="One image (repeated for every frame) or the layout's T frames."),
+                LayoutType.Input("layout", tooltip="The layout to draw."),
+                io.Int.Input("line_width", default=2, min=1, max=32, tooltip="Box outline width in pixels."),
+                io.Boolean.Input("show_path", default=True, tooltip="Draw each object's centre path and key boxes."),
+                io.Boolean.Input("show_labels", default=True, tooltip="Write each object's phrase at its box."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, layout: L.Layout, line_width: int, show_path: bool,
+                show_labels: bool) -> io.NodeOutput:
+        T = layout.frames
+        if images.shape[0] == 1:
+            images = images.repeat(T, 1, 1, 1)
+        elif images.shape[0] != T:
+            raise ValueError(f"images has {images.shape[0]} frames but the layout has {T}; give 1 image or {T} frames")
+        return io.NodeOutput(L.draw_layout(images, layout, line_width, show_path, show_labels))
+
+
+def _resolve_folder(folder: str) -> Path:
+    if not folder.strip():
+        return CASES_DIR
+    p = Path(folder.strip()).expanduser()
+    if p.is_absolute():
+        return p
+    try:
+        import folder_paths
+
+        cand = Path(folder_paths.get_input_directory()) / p
+        if cand.is_dir():
+            return cand
+    except Exception:  # noqa: BLE001 - folder_paths is optional outside a server
+        pass
+    return PACK_DIR / p
+
+
+class LayoutCaseLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutCaseLoader",
+            display_name="Load Layout Case (I2V Motion)",
+            category=CATEGORY,
+            description="Loads a benchmark case (image + key boxes + motion caption, one JSON per case) from "
+                        "a folder; empty folder = the cases shipped in example_workflows/layout_cases.",
+            inputs=[
+                io.String.Input("folder", default="",
+                                tooltip="Case folder: absolute, or relative to ComfyUI's input folder (then to this "
+                                        "pack); empty = the shipped example cases."),
+                io.Int.Input("index", default=0, min=0, max=100000,
+                             tooltip="Which case, in sorted name order (ignored when name is set)."),
+                io.String.Input("name", default="", tooltip="Case name (JSON file stem); empty = use index."),
+            ],
+            outputs=[io.Image.Output(display_name="image"), LayoutType.Output(display_name="layout"),
+                     io.String.Output(display_name="caption"), io.String.Output(display_name="name")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, folder: str, index: int, name: str) -> str:
+        p = _resolve_folder(folder)
+        try:
+            return ";".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(p.iterdir()))
+        except OSError:
+            return ""
+
+    @classmethod
+    def execute(cls, folder: str, index: int, name: str) -> io.NodeOutput:
+        case = L.load_case(_resolve_folder(folder), name.strip() or index)
+        return io.NodeOutput(case.image, case.layout, case.caption, case.name)
+
+
+class LayoutGuide(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutGuide",
+            display_name="Layout Guide Video (I2V Motion)",
+            category=CATEGORY,
+            description="Out-of-place guide: each object's source-box content moved and scaled into its box "
+                        "at every frame (feathered) over a background plate whose vacated region is filled; "
+                        "returns the frames and their latents (source latent outside the changed boxes).",
+            inputs=[
+                io.Image.Input("image", tooltip="The source image (first frame is used)."),
+                LayoutType.Input("layout", tooltip="Key boxes; each object's frame-0 box is its place in the image."),
+                io.Vae.Input("vae", tooltip="The I2V model's VAE (frames-as-batch latents: DynamiCrafter, SVD)."),
+                io.Float.Input("feather", default=8.0, min=0.0, max=256.0, step=0.5,
+                               tooltip="Outward soft edge of each pasted box, in pixels."),
+                io.Float.Input("margin", default=4.0, min=0.0, max=256.0, step=0.5,
+                               tooltip="Grow boxes by this many pixels (the fill and the paste cover the object's edges)."),
+                io.Combo.Input("fill", options=list(L.FILLS), default="diffuse",
+                               tooltip="Built-in fill of the vacated source boxes when no plate is given: diffuse "
+                                       "(smooth push-pull from the surroundings), mean (ring colour), none (keep the "
+                                       "object: no afterimage suppression)."),
+                io.Image.Input("plate", optional=True,
+                               tooltip="Optional background plate (the image without the objects, e.g. from an "
+                                       "inpainting workflow): 1 frame or the layout's T frames, same size as image."),
+            ],
+            outputs=[io.Image.Output(display_name="guide", tooltip="Guide frames [T, H, W, 3]."),
+                     io.Latent.Output(display_name="guide_latent",
+                                      tooltip="Guide latents [T, C, h, w] for Layout Masked Denoise."),
+                     io.Image.Output(display_name="plate", tooltip="The background plate used.")],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, layout: L.Layout, vae, feather: float, margin: float, fill: str,
+                plate: torch.Tensor | None = None) -> io.NodeOutput:
+        src = _source_chw(image)
+        H, W = src.shape[-2:]
+        T = layout.frames
+        plate_chw = None
+        if plate is not None:
+            if tuple(plate.shape[1:3]) != (H, W):
+                raise ValueError(f"plate is {plate.shape[2]}x{plate.shape[1]} but the image is {W}x{H}; "
+                                 f"resize the plate to the image size")
+            if plate.shape[0] not in (1, T):
+                raise ValueError(f"plate has {plate.shape[0]} frames; give 1 or the layout's {T}")
+            plate_chw = _frames_chw(plate)
+            plate_chw = plate_chw[0] if plate_chw.shape[0] == 1 else plate_chw
+        n_obj = len(layout.objects)
+        chunk = 8
+        n_chunks = math.ceil(T / chunk)
+        total = n_obj + 1 + n_chunks
+        prog = _progress(total)
+        frames, used_plate = L.composite_guide(src, layout, plate_chw, feather, margin, fill,
+                                               progress=lambda i, n: prog(i, total))
+        guide = _to_image(frames)
+        src_lat = vae.encode(image[:1, ..., :3])
+        if src_lat.ndim != 4:
+            raise ValueError(f"the VAE makes {src_lat.ndim}-D latents {tuple(src_lat.shape)}; the layout guide "
+                             f"needs a frames-as-batch image VAE (DynamiCrafter, SVD)")
+        prog(n_obj + 1, total)
+        lats = []
+        for i in range(n_chunks):
+            lats.append(vae.encode(guide[i * chunk:(i + 1) * chunk]).to(src_lat))
+            prog(n_obj + 2 + i, total)
+        lat = torch.cat(lats, 0)
+        ratio = max(1, round(H / lat.shape[-2]))
+        samples = L.compose_latents(src_lat, lat, layout, L.latent_grow(feather, margin, ratio))
+        plate_img = _to_image(used_plate if used_plate.ndim == 4 else used_plate[None])
+        return io.NodeOutput(guide, {"samples": samples}, plate_img)
+
+
+class LayoutMaskedDenoise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutMaskedDenoise",
+            display_name="Layout Masked Denoise (I2V Motion)",
+            category=CATEGORY,
+            description="Spatio-temporal masked denoising for any I2V MODEL: per-frame region masks and a "
+                        "per-step schedule (ComfyUI noise mask + denoise-mask function). Sample the returned "
+                        "MODEL and LATENT with a stock KSampler or SamplerCustomAdvanced at denoise 1.0.",
+            inputs=[
+                io.Model.Input("model", tooltip="The I2V model (DynamiCrafter from this pack, SVD from core); not modified."),
+                io.Latent.Input("guide_latent", tooltip="Guide latents from Layout Guide Video."),
+                LayoutType.Input("layout", tooltip="The same layout the guide was made from."),
+                io.Float.Input("object_end", default=0.4, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps the object region follows the guide (position, "
+                                       "size); afterwards the model is free (in-place motion, blending)."),
+                io.Float.Input("vacated_end", default=0.8, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps the vacated region is held to the plate "
+                                       "(motion afterimage suppression)."),
+                io.Float.Input("background_end", default=0.9, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps the background is held to the source "
+                                       "(1.0 = keep it exactly)."),
+                io.Float.Input("feather", default=1.0, min=0.0, max=64.0, step=0.25,
+                               tooltip="Soft edge of the region masks, in latent pixels."),
+                io.Float.Input("margin", default=1.0, min=0.0, max=64.0, step=0.25,
+                               tooltip="Grow the boxes of the region masks by this many latent pixels."),
+                io.Latent.Input("reference", optional=True,
+                                tooltip="Optional latent from the I2V conditioning node (e.g. SVD_img2vid_Conditioning) "
+                                        "to check that frames and size match the guide."),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="A clone of the model with the layout schedule."),
+                     io.Latent.Output(display_name="latent", tooltip="Guide latents with the region noise mask.")],
+        )
+
+    @classmethod
+    def execute(cls, model, guide_latent: dict, layout: L.Layout, object_end: float, vacated_end: float,
+                background_end: float, feather: float, margin: float, reference: dict | None = None) -> io.NodeOutput:
+        samples = guide_latent["samples"]
+        T = layout.frames
+        if samples.ndim == 4:
+            frames, (h, w) = samples.shape[0], samples.shape[-2:]
+        elif samples.ndim == 5:
+            frames, (h, w) = samples.shape[2], samples.shape[-2:]
+        else:
+            raise ValueError(f"guide latent must be [T, C, h, w] (frames as batch), got {tuple(samples.shape)}")
+        if frames != T:
+            raise ValueError(f"guide latent has {frames} frames but the layout has {T}")
+        if reference is not None:
+            ref = reference["samples"]
+            if tuple(ref.shape) != tuple(samples.shape):
+                raise ValueError(
+                    f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
+                    f"(conditioning) latent is {tuple(ref.shape)}; resize the source image to the conditioning "
+                    f"size ({ref.shape[-1] * 8}x{ref.shape[-2] * 8} px for an 8x VAE) before Layout Guide Video")
+        if "noise_mask" in guide_latent:
+            log.warning("guide latent already has a noise_mask; it is replaced by the layout regions")
+        r = L.region_masks(layout, h, w, feather, margin)
+        regions = L.region_stack(r["object"], r["vacated"], r["background"])
+        fn = L.LayoutDenoiseMask(regions, L.RegionSchedule(object_end, vacated_end, background_end))
+        m = model.clone()
+        if "denoise_mask_function" in m.model_options:
+            log.warning("the model already has a denoise-mask function (e.g. Differential Diffusion); the layout "
+                        "schedule replaces it")
+        m.set_model_denoise_mask_function(fn)
+        out = {k: v for k, v in guide_latent.items() if k != "noise_mask"}
+        mask = L.static_mask(regions)
+        out["noise_mask"] = mask if samples.ndim == 4 else mask[None, :, 0][:, None]
+        return io.NodeOutput(m, out)
+
+
+class LayoutMetrics(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutMetrics",
+            display_name="Layout Metrics (I2V Motion)",
+            category=CATEGORY,
+            description="Weight-free evaluation: tracks each source object through the video (NCC over "
+                        "scales) -> vIoU@0.5 and mean IoU vs the layout; object SSIM vs the source crop; "
+                        "background PSNR/SSIM outside all boxes; afterimage score of the vacated region.",
+            inputs=[
+                io.Image.Input("source", tooltip="The source image (resized to the video size if different)."),
+                io.Image.Input("video", tooltip="Generated frames [T, H, W, 3], T = layout frames."),
+                LayoutType.Input("layout", tooltip="The target layout."),
+                io.Image.Input("plate", optional=True,
+                               tooltip="Background plate for the afterimage score (default: the built-in diffuse fill)."),
+                io.Int.Input("work_size", default=128, min=32, max=1024,
+                             tooltip="Tracking resolution (longer side, pixels); larger is slower and finer."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="All metrics as JSON."),
+                     io.Image.Output(display_name="preview", tooltip="Video with target (solid) and tracked (dashed) boxes."),
+                     io.Float.Output(display_name="viou50"), io.Float.Output(display_name="miou")],
+        )
+
+    @classmethod
+    def execute(cls, source: torch.Tensor, video: torch.Tensor, layout: L.Layout, work_size: int,
+                plate: torch.Tensor | None = None) -> io.NodeOutput:
+        T, H, W = video.shape[:3]
+        if T != layout.frames:
+            raise ValueError(f"video has {T} frames but the layout has {layout.frames}")
+        src = _source_chw(source, "source")
+        resized = tuple(src.shape[-2:]) != (H, W)
+
+        def fit(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, size=(H, W), mode="bilinear", antialias=True,
+                                                   align_corners=False)
+        if resized:
+            src = fit(src[None])[0]
+        pl = None
+        if plate is not None:
+            pl = _frames_chw(plate)
+            if tuple(pl.shape[-2:]) != (H, W):
+                pl = fit(pl)
+            pl = pl[0] if pl.shape[0] == 1 else pl
+        rep = L.evaluate_layout(_frames_chw(video), src, layout, plate=pl, data_range=1.0, work_size=work_size,
+                                progress=_progress(T * len(layout.objects)))
+        rep["source_resized"] = resized
+        tracked = torch.tensor([o["tracked_boxes"] for o in rep["objects"]])
+        preview = L.draw_layout(video, layout, 2, False, True, tracked=tracked)
+
+        rep = _nan_to_none(rep)
+        return io.NodeOutput(json.dumps(rep, indent=1), preview, float(rep["viou50"] or 0.0),
+                             float(rep["miou"] or 0.0))
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+NODES = [LayoutFromJSON, LayoutFromMask, LayoutToJSON, LayoutToMask, LayoutPreview, LayoutCaseLoader, LayoutGuide,
+         LayoutMaskedDenoise, LayoutMetrics]
