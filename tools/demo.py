@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""README command 1: ``python3 tools/demo.py`` — image to video with DynamiCrafter in a real ComfyUI.
+
+1. builds (or reuses) the ComfyUI host (``tools/host.py``; ``COMFYUI_PATH`` to use your own ComfyUI);
+2. finds a real DynamiCrafter checkpoint in that ComfyUI's ``models/checkpoints`` or
+   ``models/diffusion_models`` — or, failing that, generates a tiny random-weight one (the pipeline runs
+   end to end, but the video is noise: say so, don't pretend);
+3. puts a sample picture in the server's input folder (or ``--image``);
+4. starts a headless server and runs ``example_workflows/dynamicrafter_i2v.json`` over its HTTP API;
+5. prints the animated WEBP's path (also copied to ``output/``) and the timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+import comfy_server  # noqa: E402
+import host  # noqa: E402
+import workflow  # noqa: E402
+
+WORKFLOW = REPO / "example_workflows" / "dynamicrafter_i2v.json"
+LOADER = "I2VMotion_LoadDynamiCrafter"
+TINY_NAME = "i2v_tiny_dynamicrafter_512.safetensors"
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "unet")
+EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+_TINY_SCRIPT = r"""
+import importlib.util, sys
+comfy_dir, repo, dest, variant = sys.argv[1:5]
+sys.path.insert(0, comfy_dir)
+import comfy.options
+comfy.options.enable_args_parsing(False)
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+spec = importlib.util.spec_from_file_location("i2v_motion", repo + "/__init__.py", submodule_search_locations=[repo])
+mod = importlib.util.module_from_spec(spec)
+sys.modules["i2v_motion"] = mod
+spec.loader.exec_module(mod)
+from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+make_tiny_checkpoint(dest, variant=variant)
+"""
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if n > 100 << 20:
+                return []
+            return list(json.loads(f.read(n)))
+    except (OSError, ValueError, struct.error):
+        return []
+
+
+def _pickle_mentions(path: Path, needle: bytes) -> bool:
+    """Whether a zip-format torch file's pickle (read as bytes, never unpickled) contains ``needle``."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            return pkl is not None and z.getinfo(pkl).file_size < (256 << 20) and needle in z.read(pkl)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def looks_like_dynamicrafter(path: Path) -> bool:
+    """By name (``*dynamicrafter*``), or by the official image projector's keys (``image_proj_model.``)
+    in a safetensors header or a zip-format ``.ckpt``/``.pt`` pickle (so the official ``model.ckpt`` counts)."""
+    if "dynamicrafter" in path.name.lower():
+        return True
+    if path.suffix.lower() in (".safetensors", ".sft"):
+        return any(k.startswith(("image_proj_model.", "model.image_proj_model.")) for k in _safetensors_keys(path))
+    return _pickle_mentions(path, b"image_proj_model.")
+
+
+def find_real_checkpoints(models_roots: list[Path]) -> list[tuple[Path, str]]:
+    """``(file, name relative to its model folder)`` of every DynamiCrafter-looking checkpoint found."""
+    found = []
+    for root in models_roots:
+        for folder in MODEL_FOLDERS:
+            d = root / folder
+            if not d.is_dir():
+                continue
+            for f in sorted(d.rglob("*")):
+                big = f.suffix.lower() in EXTS and f.is_file() and f.stat().st_size > 100 << 20
+                if big and looks_like_dynamicrafter(f):
+                    found.append((f, f.relative_to(d).as_posix()))
+    return found
+
+
+def make_tiny(comfy: Path, python: Path, dest: Path, variant: str = "512") -> float:
+    """Generate the tiny checkpoint with the lead's fixture maker under the host python; returns seconds."""
+    fixture = REPO / "backbones" / "fixtures.py"
+    if not fixture.is_file():
+        raise SystemExit(f"[demo] no real DynamiCrafter checkpoint found and {fixture.relative_to(REPO)} "
+                         "(the tiny-checkpoint maker) is not there yet; put a DynamiCrafter checkpoint in "
+                         f"{comfy / 'models' / 'checkpoints'} and run again")
+    newest = max(p.stat().st_mtime for p in (REPO / "backbones").glob("*.py"))
+    if dest.is_file() and dest.stat().st_mtime > newest:
+        return 0.0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    subprocess.run([str(python), "-c", _TINY_SCRIPT, str(comfy), str(REPO), str(dest), variant], check=True)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt", help="checkpoint file (path) or name inside models/checkpoints to use")
+    ap.add_argument("--tiny", action="store_true",
+                    help="use the tiny random-weight checkpoint even if a real one exists")
+    ap.add_argument("--image", type=Path, help="input picture (default: a generated sample)")
+    ap.add_argument("--steps", type=int, help="override the sampler's steps (a real model on CPU is slow)")
+    ap.add_argument("--full", action="store_true",
+                    help="with the tiny checkpoint, keep the workflow's own size/steps (slow on CPU) instead of "
+                         "the CI settings from its .expect.json")
+    ap.add_argument("--workflow", type=Path, default=WORKFLOW, help="UI- or API-format workflow to run")
+    ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds allowed for the run")
+    a = ap.parse_args(argv)
+    wf_path = a.workflow.resolve()
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    if not wf_path.is_file():
+        say(f"{wf_path} is missing: nothing to run")
+        return 2
+    t0 = time.perf_counter()
+    comfy, python = host.ensure_host()
+    times["host"] = time.perf_counter() - t0
+    say(f"ComfyUI host: {comfy} (python {python})")
+
+    base = host.HOST_DIR / "demo"
+    roots = [r for r in [comfy / "models"] if r.is_dir()]
+    ckpt_name, tiny = None, False
+    if a.ckpt:
+        p = Path(a.ckpt).expanduser()
+        if p.is_file():
+            dest = base / "models" / "checkpoints" / p.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                dest.symlink_to(p.resolve())
+            ckpt_name = p.name
+        else:
+            ckpt_name = a.ckpt
+    elif not a.tiny:
+        real = find_real_checkpoints(roots)
+        for f, name in real:
+            say(f"found DynamiCrafter checkpoint {f}")
+        if real:  # the example workflow is 512x320: prefer a 512 model, not an interpolation one
+            real.sort(key=lambda fn: ("512" not in fn[1], "interp" in fn[1].lower(), fn[1]))
+            ckpt_name = real[0][1]
+    if ckpt_name is None:
+        tiny = True
+        ckpt_name = TINY_NAME
+        if not a.tiny:
+            say("no real DynamiCrafter checkpoint found in " + ", ".join(
+                str(r / f) for r in roots for f in ("checkpoints", "diffusion_models")))
+        say("using a tiny random-weight checkpoint: the run exercises the whole pipeline, the video is noise")
+        times["tiny_checkpoint"] = make_tiny(comfy, python, base / "models" / "checkpoints" / TINY_NAME)
+
+    srv = comfy_server.ComfyServer(comfy, python, base_dir=base, extra_model_dirs=roots)
+    try:
+        srv.start(timeout=300)
+        times["server_start"] = srv.start_seconds or 0.0
+        say(f"server up at {srv.url} in {srv.start_seconds:.1f} s (log {srv.log_path})")
+        info = srv.object_info()
+        if LOADER not in info:
+            say(f"the server does not list {LOADER}; see {srv.log_path}")
+            return 1
+        prompt = workflow.to_api(workflow.load(wf_path), info)
+        options = info[LOADER]["input"]["required"]["ckpt_name"]
+        options = options[0] if isinstance(options[0], list) else options[1].get("options", [])
+        if ckpt_name not in options:
+            say(f"{ckpt_name!r} is not among the loader's checkpoints {options}")
+            return 1
+        if workflow.set_input(prompt, LOADER, "ckpt_name", ckpt_name) == 0:
+            say(f"{wf_path.name} has no {LOADER} node")
+            return 1
+        expect = workflow.load_expect(wf_path)
+        if a.image:
+            shutil.copy(a.image, srv.input_dir / a.image.name)
+            workflow.set_input(prompt, "LoadImage", "image", a.image.name)
+        for name, src in workflow.input_files(wf_path, prompt, expect).items():
+            if src is not None:
+                shutil.copy(src, srv.input_dir / name)
+            elif not (srv.input_dir / name).is_file():
+                comfy_server.write_sample_png(srv.input_dir / name)
+        if tiny and not a.full and expect.get("tiny_overrides"):
+            workflow.apply_overrides(prompt, expect["tiny_overrides"])
+            say(f"tiny checkpoint: running at the small CI settings of {wf_path.stem}.expect.json "
+                "(--full: the workflow's own size and steps; slow on CPU)")
+        if a.steps:
+            for cls in ("KSampler", "KSamplerAdvanced"):
+                workflow.set_input(prompt, cls, "steps", a.steps)
+        elif not tiny and (srv.get_json("/system_stats").get("devices") or [{}])[0].get("type", "cpu") == "cpu":
+            say("note: a full-size model on CPU takes a long time; --steps N shortens the run")
+        say(f"running {wf_path.name} with {ckpt_name} ...")
+        try:
+            res = srv.run(prompt, timeout=a.timeout)
+        except comfy_server.ComfyError as e:
+            say(f"run failed: {e}\n(server log: {srv.log_path})")
+            return 1
+        times["run"] = res.seconds
+        webps = [f for f in res.files if f.suffix.lower() == ".webp"] or res.files
+        if not webps:
+            say(f"the run finished but saved no file; outputs: {res.outputs}")
+            return 1
+        out_dir = REPO / "output"
+        out_dir.mkdir(exist_ok=True)
+        for i, f in enumerate(webps):
+            copy = out_dir / (wf_path.stem + (f"_{i}" if i else "") + f.suffix)
+            shutil.copy(f, copy)
+            say(f"output: {copy}  (server copy: {f})")
+    finally:
+        srv.stop()
+    times["total"] = time.perf_counter() - t_all
+    say("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+        + (f", server peak RSS {srv.peak_rss_kb / 1024:.0f} MiB" if srv.peak_rss_kb else ""))
+    if tiny:
+        say("(tiny random weights: the animation is noise by design; add a real checkpoint for a real video)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

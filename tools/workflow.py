@@ -1,0 +1,260 @@
+"""Convert ComfyUI UI-format workflows (what the editor saves) to API-format prompts (stdlib only).
+
+The conversion mirrors the frontend's ``graphToPrompt`` using the server's ``GET /object_info``:
+
+* ``widgets_values`` (a list) map in order onto the node's widget inputs — inputs of type INT, FLOAT,
+  STRING, BOOLEAN, COMBO or a legacy list-combo, required then optional (``input_order``), except
+  ``forceInput`` ones. The editor stores extra values that are not inputs: the ``control_after_generate``
+  mode ("fixed"/"increment"/"decrement"/"randomize") after a seed-like INT, and the upload button's
+  value after an ``image_upload``/``video_upload``/... combo; both are skipped. A dict
+  ``widgets_values`` maps by name. Missing trailing values take the input's default.
+* Links become ``[source_node_id, output_slot]``; a linked input overrides its widget value (a
+  "converted widget").
+* ``Reroute`` nodes are followed to their source, ``PrimitiveNode`` values are written into their
+  targets, ``Note``/``MarkdownNote`` are dropped, muted nodes (mode 2) are dropped and bypassed nodes
+  (mode 4) pass their first type-matching input through, as the editor does.
+* Subgraphs are not supported (clear error).
+
+``to_api(wf, object_info)`` accepts either format and returns API format.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+MODE_MUTED, MODE_BYPASS = 2, 4
+
+
+class WorkflowError(ValueError):
+    """The workflow cannot be converted (unknown node type, dangling link, subgraph, ...)."""
+
+
+def load(path: Path | str) -> dict:
+    """Read a workflow JSON file (UI or API format)."""
+    return json.loads(Path(path).read_text())
+
+
+def is_api_format(wf: dict) -> bool:
+    """True for ``{id: {"class_type": ..., "inputs": {...}}}`` (or ``{"prompt": {...}}``)."""
+    if "nodes" in wf and "links" in wf:
+        return False
+    body = wf.get("prompt", wf) if isinstance(wf.get("prompt"), dict) else wf
+    return bool(body) and all(isinstance(v, dict) and "class_type" in v for v in body.values())
+
+
+def to_api(wf: dict, object_info: dict, warnings: list[str] | None = None) -> dict:
+    """API-format prompt (a fresh copy) from a UI- or API-format workflow."""
+    if is_api_format(wf):
+        body = wf["prompt"] if isinstance(wf.get("prompt"), dict) else wf
+        return json.loads(json.dumps(body))
+    return ui_to_api(wf, object_info, warnings)
+
+
+def widget_inputs(info: dict) -> list[tuple[str, str, dict]]:
+    """``(name, type, options)`` of a node's widget inputs, in the order the editor creates widgets."""
+    spec = info.get("input", {})
+    order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
+    out = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            entry = spec.get(section, {}).get(name)
+            if entry is None:
+                continue
+            typ = entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+            has_opts = isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], dict)
+            opts = entry[1] if has_opts else {}
+            if isinstance(typ, list):
+                typ = "COMBO"
+            if isinstance(typ, str) and typ in WIDGET_TYPES and not opts.get("forceInput"):
+                out.append((name, typ, opts))
+    return out
+
+
+def _has_control(name: str, typ: str, opts: dict) -> bool:
+    return bool(opts.get("control_after_generate")) or (typ == "INT" and name in ("seed", "noise_seed"))
+
+
+def _has_upload(opts: dict) -> bool:
+    return any(k.endswith("_upload") and v for k, v in opts.items())
+
+
+def map_widget_values(values: Any, widgets: list[tuple[str, str, dict]]) -> tuple[dict, list[str]]:
+    """Assign ``widgets_values`` to widget names; returns ``(inputs, warnings)``."""
+    out: dict = {}
+    warnings: list[str] = []
+    if isinstance(values, dict):
+        for name, _typ, opts in widgets:
+            if name in values:
+                out[name] = values[name]
+            elif "default" in opts:
+                out[name] = opts["default"]
+        return out, warnings
+    values = list(values or [])
+    i = 0
+    for w, (name, typ, opts) in enumerate(widgets):
+        if i >= len(values):
+            if "default" in opts:
+                out[name] = opts["default"]
+                warnings.append(f"{name}: no saved value, using default {opts['default']!r}")
+            else:
+                warnings.append(f"{name}: no saved value")
+            continue
+        out[name] = values[i]
+        i += 1
+        remaining_widgets = len(widgets) - w - 1
+        if i < len(values) and _has_control(name, typ, opts) and values[i] in CONTROL_VALUES:
+            i += 1
+        elif i < len(values) and _has_upload(opts) and len(values) - i > remaining_widgets:
+            i += 1
+    if i < len(values):
+        warnings.append(f"{len(values) - i} extra widget value(s) ignored: {values[i:]!r}")
+    return out, warnings
+
+
+def _links(wf: dict) -> dict:
+    table = {}
+    for link in wf.get("links", []) or []:
+        if isinstance(link, dict):
+            table[link["id"]] = (link["origin_id"], link["origin_slot"], link.get("type"))
+        else:
+            table[link[0]] = (link[1], link[2], link[5] if len(link) > 5 else None)
+    return table
+
+
+def ui_to_api(wf: dict, object_info: dict, warnings: list[str] | None = None) -> dict:
+    """API-format prompt from a UI-format workflow (see module docstring for the rules)."""
+    nodes = {n["id"]: n for n in wf.get("nodes", [])}
+    links = _links(wf)
+    subgraphs = {s.get("id") for s in (wf.get("definitions") or {}).get("subgraphs", []) or []}
+    warnings = [] if warnings is None else warnings
+
+    def resolve(link_id: Any, seen: frozenset = frozenset()) -> tuple[str, Any] | None:
+        """Follow a link to ``("link", [id, slot])`` or ``("value", v)``; None if it leads nowhere."""
+        if link_id is None:
+            return None
+        if link_id not in links:
+            raise WorkflowError(f"link {link_id} is referenced but missing from 'links'")
+        src_id, slot, _ltype = links[link_id]
+        if (src_id, slot) in seen:
+            raise WorkflowError(f"link cycle through node {src_id}")
+        seen = seen | {(src_id, slot)}
+        src = nodes.get(src_id)
+        if src is None:
+            raise WorkflowError(f"link {link_id} comes from missing node {src_id}")
+        typ, mode = src.get("type"), src.get("mode", 0)
+        if typ == "Reroute":
+            ins = src.get("inputs") or []
+            return resolve(ins[0].get("link"), seen) if ins else None
+        if typ == "PrimitiveNode":
+            vals = src.get("widgets_values") or []
+            if isinstance(vals, dict):
+                vals = list(vals.values())
+            if not vals:
+                raise WorkflowError(f"PrimitiveNode {src_id} has no value")
+            return ("value", vals[0])
+        if mode == MODE_MUTED:
+            return None
+        if mode == MODE_BYPASS:
+            outs = src.get("outputs") or []
+            want = outs[slot].get("type") if slot < len(outs) else None
+            ins = [i for i in (src.get("inputs") or []) if i.get("link") is not None]
+            same = (src.get("inputs") or [])[slot] if slot < len(src.get("inputs") or []) else None
+            cands = ([same] if same and same.get("link") is not None and same.get("type") == want else []) + \
+                    [i for i in ins if i.get("type") == want]
+            return resolve(cands[0]["link"], seen) if cands else None
+        return ("link", [str(src_id), slot])
+
+    prompt: dict = {}
+    for nid, node in nodes.items():
+        typ, mode = node.get("type"), node.get("mode", 0)
+        if typ in VIRTUAL_TYPES or mode in (MODE_MUTED, MODE_BYPASS):
+            continue
+        if typ in subgraphs:
+            raise WorkflowError(f"node {nid} is a subgraph instance; unpack subgraphs in the editor first")
+        info = object_info.get(typ)
+        if info is None:
+            raise WorkflowError(f"node {nid} has type {typ!r}, which the server does not know (not in "
+                                "/object_info): is the custom node pack that provides it installed and loaded?")
+        inputs, warns = map_widget_values(node.get("widgets_values"), widget_inputs(info))
+        warnings += [f"node {nid} ({typ}): {w}" for w in warns]
+        for inp in node.get("inputs") or []:
+            name = (inp.get("widget") or {}).get("name") or inp.get("name")
+            src = resolve(inp.get("link"))
+            if src is not None:
+                inputs[name] = src[1]
+        entry = {"class_type": typ, "inputs": inputs}
+        title = node.get("title") or info.get("display_name") or typ
+        entry["_meta"] = {"title": title}
+        prompt[str(nid)] = entry
+    return prompt
+
+
+def find_nodes(prompt: dict, class_type: str) -> list[str]:
+    """Ids of the API-format nodes of one class."""
+    return [nid for nid, n in prompt.items() if n.get("class_type") == class_type]
+
+
+def set_input(prompt: dict, class_type: str, name: str, value: Any) -> int:
+    """Set ``inputs[name] = value`` on every node of ``class_type``; returns how many were changed."""
+    ids = find_nodes(prompt, class_type)
+    for nid in ids:
+        prompt[nid]["inputs"][name] = value
+    return len(ids)
+
+
+def apply_overrides(prompt: dict, overrides: dict | None) -> None:
+    """Write ``{"<node id or class_type>": {"<input>": value}}`` into an API prompt (KeyError if no target)."""
+    for key, values in (overrides or {}).items():
+        ids = [key] if key in prompt else find_nodes(prompt, key)
+        if not ids:
+            raise KeyError(f"override target {key!r} is neither a node id nor a class type in the prompt")
+        for nid in ids:
+            prompt[nid]["inputs"].update(values)
+
+
+def load_expect(path: Path | str) -> dict:
+    """The ``<name>.expect.json`` sidecar of a workflow file ({} when absent); format in tests/integration."""
+    path = Path(path)
+    side = path.with_name(path.stem + ".expect.json")
+    return json.loads(side.read_text()) if side.is_file() else {}
+
+
+PACK_LOADER = "I2VMotion_LoadDynamiCrafter"
+
+
+def tiny_models(prompt: dict, expect: dict) -> dict[str, dict]:
+    """Tiny checkpoints a run on random weights needs: ``{"<models sub-path>": make_tiny_checkpoint kwargs}``.
+
+    ``expect["tiny_models"]`` when given; else one per ``ckpt_name`` of the pack's loader, under that very
+    name in ``checkpoints/`` (variant: the loader's, or "256" when the name says so, else "512").
+    """
+    if "tiny_models" in expect:
+        return dict(expect["tiny_models"])
+    out: dict[str, dict] = {}
+    for nid in find_nodes(prompt, PACK_LOADER):
+        inputs = prompt[nid]["inputs"]
+        name, variant = inputs.get("ckpt_name"), inputs.get("variant", "auto")
+        if isinstance(name, str):
+            if variant == "auto":
+                variant = "256" if "256" in Path(name).stem else "512"
+            out[f"checkpoints/{name}"] = {"variant": variant}
+    return out
+
+
+def input_files(wf_path: Path | str, prompt: dict, expect: dict) -> dict[str, Path | None]:
+    """``LoadImage`` file names of a prompt mapped to the shipped file (``expect["inputs"]`` paths are
+    relative to the workflow; else a same-named file beside it or in ``inputs/``), or None if none ships."""
+    base = Path(wf_path).resolve().parent
+    mapping = expect.get("inputs") or {}
+    out: dict[str, Path | None] = {}
+    for nid in find_nodes(prompt, "LoadImage"):
+        name = prompt[nid]["inputs"].get("image")
+        if not isinstance(name, str):
+            continue
+        cands = ([base / mapping[name]] if name in mapping else []) + [base / name, base / "inputs" / name]
+        out[name] = next((c for c in cands if c.is_file()), None)
+    return out
