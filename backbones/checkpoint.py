@@ -65,7 +65,9 @@ def _torch_load_weights_only(path: str) -> object:
         except pickle.UnpicklingError as e:
             m = re.search(r"GLOBAL ([\w\.]+)\.(\w+)", str(e))
             if not m:
-                raise CheckpointError(f"{os.path.basename(path)}: not a readable weights file ({_first_line(e)})") from None
+                detail = "" if "weights_only" in str(e) else f" ({_first_line(e)})"
+                raise CheckpointError(f"{os.path.basename(path)}: not a readable weights file: its pickle holds "
+                                      f"something other than tensors and plain data{detail}") from None
             module, name = m.group(1), m.group(2)
             if not (module.split(".")[0] in _BENIGN_MODULES or f"{module}.{name}" in _BENIGN_MODULES):
                 raise CheckpointError(

@@ -39,6 +39,7 @@ import comfy.float
 import comfy.lora
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
 import comfy.utils
 from comfy.patcher_extension import WrappersMP
 
@@ -226,7 +227,7 @@ def ddpm_timestep(model_sampling: Any, sigma: torch.Tensor) -> float:
     """The DDPM timestep of ``sigma`` (0 … 999): ComfyUI's own ``timestep`` for discrete schedules,
     ``999·(1 − percent)`` (inverting ``percent_to_sigma``) for continuous ones."""
     s = sigma.detach().reshape(-1)[:1].float()
-    if hasattr(model_sampling, "log_sigmas") and not hasattr(model_sampling, "sigma_data"):
+    if getattr(type(model_sampling), "timestep", None) is comfy.model_sampling.ModelSamplingDiscrete.timestep:
         return float(model_sampling.timestep(s).reshape(-1)[0])
     target = float(s[0])
     lo, hi = 0.0, 1.0  # percent_to_sigma decreases from sigma_max (0) to 0 (1)
