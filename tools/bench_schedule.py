@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Expert schedule cost: one sampling run with the scheduled MODEL (dynamics → control at t = 500) vs the
+same run with a single expert, same steps, same conditioning, on ComfyUI's machinery.
+
+Models: a DynamiCrafter-512-topology UNet + Resampler with random weights (``--channels`` wide; 320 is the
+real size), a "fine-tune" = base + 1 % noise, and the EDG experts built lazily by ``merging.edg_experts``
+(release coefficients, DARE p 0.7) — or, with ``--experts random``, two base clones with random additive
+("diff") patches on every diffusion-model weight. Sampler: the official DDIM-trailing (eta 0).
+
+Time: one process, warm-up run of each, then ``--repeats`` interleaved pairs (single, scheduled); medians.
+The scheduled run includes its weight switch at t = 500 and the restore at the end (reported apart).
+Memory: each variant in its own child process: build and load everything, reset the peak mark
+(``/proc/self/clear_refs`` on CPU, ``reset_peak_memory_stats`` on CUDA), run one sampling run; peak RSS
+(CPU) or peak allocated VRAM (CUDA) over the run.
+Goal: scheduled ≤ 1.05× single time, ≤ 1.10× single peak memory.
+
+Usage (host python): ``.host/venv/bin/python tools/bench_schedule.py [--channels 64] [--frames 16]
+[--size 256] [--steps 20] [--repeats 3] [--experts edg|random] [--cpu]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1024 ** 2
+
+
+def _status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _bootstrap(cpu: bool, threads: int | None):
+    """Import ComfyUI and this pack (as ``i2v_motion``) in this process."""
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    sys.path.insert(0, str(REPO / "tools"))
+    comfy_dir = os.environ.get("I2V_COMFY_DIR")
+    if not comfy_dir:
+        import host
+        comfy_dir = str(host.ensure_host()[0])
+    sys.path.insert(0, comfy_dir)
+    import comfy.options
+    comfy.options.enable_args_parsing(False)
+    import comfy.cli_args
+    import torch
+    comfy.cli_args.args.cpu = cpu or not torch.cuda.is_available()
+    if threads:
+        torch.set_num_threads(threads)
+    import comfy.model_management  # noqa: F401
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("i2v_motion", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["i2v_motion"] = pack
+    spec.loader.exec_module(pack)
+    return torch
+
+
+class Setup:
+    """Models, conditioning and one sampling run, built deterministically from the arguments."""
+
+    def __init__(self, args):
+        torch = self.torch = _bootstrap(args.cpu, args.threads)
+        import comfy.model_management as mm
+        import comfy.samplers
+        from i2v_motion.backbones.dynamicrafter_unet import ResamplerConfig, UNetConfig
+        from i2v_motion.backbones.fixtures import unet_state_dict
+        from i2v_motion.backbones.loader import build_model
+        from i2v_motion.backbones.sampling import sample_dynamicrafter_ddim, trailing_sigmas
+        from i2v_motion.merging.patches import edg_experts
+        from i2v_motion.merging.schedule import expert_schedule
+
+        self.mm = mm
+        self.cuda = torch.cuda.is_available() and not args.cpu
+        ch = args.channels
+        full = ch == 320
+        cfg = UNetConfig(model_channels=ch, num_head_channels=64 if full else max(8, ch // 4),
+                         context_dim=1024 if full else 256,
+                         resampler=ResamplerConfig() if full else ResamplerConfig(
+                             dim=256, depth=2, dim_head=32, heads=4, embedding_dim=256, output_dim=256))
+        self.ctx_dim, self.vis_dim = cfg.context_dim, cfg.resampler.embedding_dim
+        dtype = torch.float16 if self.cuda else torch.float32
+        sd = {k.replace("model.diffusion_model.", "", 1): v for k, v in unet_state_dict(cfg, 0, dtype).items()}
+        self.params = sum(v.numel() for v in sd.values())
+        g = torch.Generator().manual_seed(1)
+        ft_sd = {k: (v.float() + 0.01 * v.float().std().clamp(min=1e-3) * torch.randn(v.shape, generator=g)).to(dtype)
+                 if v.is_floating_point() else v for k, v in sd.items()}
+        base = build_model(sd, "512", "bench_base.safetensors", dtype=dtype)
+        del sd
+        if args.experts == "edg":
+            ft = build_model(ft_sd, "512", "bench_ft.safetensors", dtype=dtype)
+            dyn, con, _ = edg_experts(base, ft, p=0.7, seed=0)
+            self.keep = [ft]
+        else:
+            params = dict(base.model.named_parameters())
+            keys = [k for k in params if k.startswith("diffusion_model.")]
+            dyn, con = base.clone(), base.clone()
+            for m, s in ((dyn, 2), (con, 3)):
+                gg = torch.Generator().manual_seed(s)
+                m.add_patches({k: ((0.01 * torch.randn(params[k].shape, generator=gg)).to(params[k].dtype),)
+                               for k in keys}, 1.0)
+            self.keep = []
+        del ft_sd
+        self.single = dyn
+        self.scheduled = expert_schedule([dyn, con], [500.0])
+        self.sampler = comfy.samplers.KSAMPLER(sample_dynamicrafter_ddim,
+                                               extra_options={"eta": 0.0, "guidance_rescale": 0.7, "base_scale": 0.7})
+        self.sigmas = trailing_sigmas(base.get_model_object("model_sampling"), args.steps)
+        t, h, w = args.frames, args.size // 8, args.size // 8
+        g = torch.Generator().manual_seed(0)
+        self.latent = torch.zeros(t, 4, h, w)
+        c = {"concat_latent_image": torch.randn(1, 4, h, w, generator=g) * 5,
+             "clip_vision_tokens": torch.randn(1, 257, self.vis_dim, generator=g), "fs": 24}
+        self.pos = [[torch.randn(1, 77, self.ctx_dim, generator=g), dict(c)]]
+        self.neg = [[torch.zeros(1, 77, self.ctx_dim), dict(c, clip_vision_tokens=torch.zeros(1, 257, self.vis_dim))]]
+        self.noise = torch.randn(self.latent.shape, generator=torch.Generator().manual_seed(42))
+        self.cfg = args.cfg
+
+    def run(self, model):
+        import comfy.sample
+        return comfy.sample.sample_custom(model, self.noise, self.cfg, self.sampler, self.sigmas, self.pos, self.neg,
+                                          self.latent, disable_pbar=True, seed=42)
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+
+def _instrument_switches() -> dict:
+    """Accumulate the time of weight switches and restores (the schedule's whole overhead on weights)."""
+    from i2v_motion.merging import schedule
+    acc = {"switch_s": 0.0, "restore_s": 0.0, "runs": 0}
+    act, res = schedule.ScheduleRun.activate, schedule.ScheduleRun.restore
+
+    def activate(self, phase, t=None):
+        t0 = time.perf_counter()
+        try:
+            return act(self, phase, t)
+        finally:
+            acc["switch_s"] += time.perf_counter() - t0
+
+    def restore(self):
+        t0 = time.perf_counter()
+        try:
+            return res(self)
+        finally:
+            acc["restore_s"] += time.perf_counter() - t0
+            acc["runs"] += 1
+
+    schedule.ScheduleRun.activate, schedule.ScheduleRun.restore = activate, restore
+    return acc
+
+
+def child_memory(args, which: str) -> dict:
+    s = Setup(args)
+    model = s.single if which == "single" else s.scheduled
+    s.mm.load_models_gpu([model])  # load outside the measured window, as a warm graph would have it
+    import gc
+    gc.collect()
+    if s.cuda:
+        s.torch.cuda.synchronize()
+        s.torch.cuda.reset_peak_memory_stats()
+        before = s.torch.cuda.memory_allocated()
+    before_rss = _status()["VmRSS"]
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    out = s.run(model)
+    s.sync()
+    sec = time.perf_counter() - t0
+    st = _status()
+    res = {"which": which, "seconds": sec, "rss_before": before_rss, "peak_rss": st["VmHWM"], "peak_reset": reset,
+           "out_abs_mean": float(out.abs().mean())}
+    if s.cuda:
+        res.update(vram_before=before, peak_vram=s.torch.cuda.max_memory_allocated())
+    return res
+
+
+def timing(args) -> dict:
+    s = Setup(args)
+    acc = _instrument_switches()
+    times = {"single": [], "scheduled": []}
+    print("timing: warm-up runs", flush=True)
+    s.run(s.single)  # warm-up: loads (computes expert A's weights) and caches kernels
+    s.run(s.scheduled)
+    acc.update(switch_s=0.0, restore_s=0.0, runs=0)
+    for _ in range(args.repeats):
+        for name in ("single", "scheduled"):
+            model = s.single if name == "single" else s.scheduled
+            s.sync()
+            t0 = time.perf_counter()
+            s.run(model)
+            s.sync()
+            times[name].append(time.perf_counter() - t0)
+            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
+    return {"params": s.params, "device": "cuda" if s.cuda else "cpu", "times": times,
+            "switch_s_per_run": acc["switch_s"] / max(1, acc["runs"]),
+            "restore_s_per_run": acc["restore_s"] / max(1, acc["runs"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--channels", type=int, default=64, help="UNet model_channels (320 = real DynamiCrafter-512)")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=256, help="square frame size in pixels (multiple of 64)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--experts", choices=["edg", "random"], default="edg")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu", action="store_true", help="force CPU (default: ComfyUI picks the device)")
+    ap.add_argument("--child", choices=["single", "scheduled"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child_memory(args, args.child)), flush=True)
+        return
+
+    mem = {}
+    if not args.skip_memory:
+        base_cmd = [sys.executable, __file__, "--channels", str(args.channels), "--frames", str(args.frames),
+                    "--size", str(args.size), "--steps", str(args.steps), "--cfg", str(args.cfg),
+                    "--experts", args.experts] + (["--cpu"] if args.cpu else []) + \
+                   (["--threads", str(args.threads)] if args.threads else [])
+        for which in ("single", "scheduled"):
+            print(f"memory: child process for the {which} model", flush=True)
+            p = subprocess.run(base_cmd + ["--child", which], capture_output=True, text=True)
+            line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+            if p.returncode != 0 or not line:
+                sys.exit(f"child {which} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+            mem[which] = json.loads(line[-1][7:])
+    t = timing(args)
+    ts, tc = statistics.median(t["times"]["single"]), statistics.median(t["times"]["scheduled"])
+    print(f"\nexpert schedule bench — {t['params'] / 1e6:.1f} M UNet+Resampler params, {args.experts} experts, "
+          f"{args.frames} frames {args.size}×{args.size}, {args.steps} DDIM-trailing steps, cfg {args.cfg}, "
+          f"device {t['device']}, {args.repeats} interleaved repeats (median)")
+    print(f"{'':24}{'single expert':>16}{'scheduled':>16}{'ratio':>10}")
+    print(f"{'time per run (s)':24}{ts:16.2f}{tc:16.2f}{tc / ts:10.3f}")
+    print(f"{'  all runs (s)':24}{' '.join(f'{x:.2f}' for x in t['times']['single']):>16}"
+          f"{' '.join(f'{x:.2f}' for x in t['times']['scheduled']):>16}")
+    print(f"{'  switch + restore (s)':24}{'':>16}{t['switch_s_per_run'] + t['restore_s_per_run']:16.2f}"
+          f"   (switch {t['switch_s_per_run']:.2f}, restore {t['restore_s_per_run']:.2f})")
+    ok = tc / ts <= 1.05
+    if mem:
+        key = "peak_vram" if "peak_vram" in mem["single"] else "peak_rss"
+        ps, pc = mem["single"][key], mem["scheduled"][key]
+        print(f"{'peak ' + ('VRAM' if key == 'peak_vram' else 'RSS') + ' (MiB)':24}{ps / MIB:16.1f}{pc / MIB:16.1f}"
+              f"{pc / ps:10.3f}")
+        bs = mem["single"]["vram_before" if key == "peak_vram" else "rss_before"]
+        bc = mem["scheduled"]["vram_before" if key == "peak_vram" else "rss_before"]
+        print(f"{'  before the run (MiB)':24}{bs / MIB:16.1f}{bc / MIB:16.1f}")
+        print(f"{'  growth in run (MiB)':24}{(ps - bs) / MIB:16.1f}{(pc - bc) / MIB:16.1f}")
+        if not mem["single"].get("peak_reset", True):
+            print("  (peak-RSS reset unavailable: peaks include model building)")
+        ok = ok and pc / ps <= 1.10
+    print(f"goal (≤ 1.05× time, ≤ 1.10× peak memory): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
