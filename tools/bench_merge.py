@@ -26,6 +26,7 @@ Usage (host python): ``.host/venv/bin/python tools/bench_merge.py [--channels 32
 """
 from __future__ import annotations
 
+
 import argparse
 import json
 import os
@@ -36,31 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import procmem  # noqa: E402 (tools/ is on sys.path when run as a script)
+
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024 ** 3
 EDG = dict(alpha_d=0.25, beta_d=0.75, alpha_c=1.0, beta_c=0.25, p=0.7)
 
 
 # ------------------------------------------------------------------------------------------ process utils
-
-def _status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
 
 def _mem_available() -> int:
     with open("/proc/meminfo") as f:
@@ -138,8 +122,8 @@ def child(phase: str, impl: str, base_path: str, ft_path: str, out_path: str, th
         n_params = sum(v.numel() for v in sb.values())
     import gc
     gc.collect()
-    rss_inputs = _status()["VmRSS"]
-    peak_reset = _reset_peak()
+    rss_inputs = procmem.status()["VmRSS"]
+    peak_reset = procmem.reset_peak()
     t0 = time.perf_counter()
     result_bytes = 0
     check = None
@@ -173,7 +157,7 @@ def child(phase: str, impl: str, base_path: str, ft_path: str, out_path: str, th
             names = {k: (k if k.startswith("image_proj_model.") else "model.diffusion_model." + k) for k in dyn}
             save_file({names[k]: v.half().contiguous() for k, v in dyn.items()}, out_path)
     elapsed = time.perf_counter() - t0
-    st = _status()
+    st = procmem.status()
     return {"phase": phase, "impl": impl, "params": n_params, "seconds": elapsed, "rss_inputs": rss_inputs,
             "peak": st["VmHWM"], "peak_reset": peak_reset, "result_bytes": result_bytes,
             "extra": st["VmHWM"] - rss_inputs - result_bytes, "mean_abs_delta": check}

@@ -19,6 +19,7 @@ Usage (host python): ``.host/venv/bin/python tools/bench_schedule.py [--channels
 """
 from __future__ import annotations
 
+
 import argparse
 import json
 import os
@@ -28,27 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+import procmem  # noqa: E402 (tools/ is on sys.path when run as a script)
+
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 ** 2
-
-
-def _status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _bootstrap(cpu: bool, threads: int | None):
@@ -183,13 +167,13 @@ def child_memory(args, which: str) -> dict:
         s.torch.cuda.synchronize()
         s.torch.cuda.reset_peak_memory_stats()
         before = s.torch.cuda.memory_allocated()
-    before_rss = _status()["VmRSS"]
-    reset = _reset_peak()
+    before_rss = procmem.status()["VmRSS"]
+    reset = procmem.reset_peak()
     t0 = time.perf_counter()
     out = s.run(model)
     s.sync()
     sec = time.perf_counter() - t0
-    st = _status()
+    st = procmem.status()
     res = {"which": which, "seconds": sec, "rss_before": before_rss, "peak_rss": st["VmHWM"], "peak_reset": reset,
            "out_abs_mean": float(out.abs().mean())}
     if s.cuda:
