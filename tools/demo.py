@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the CI settings from its .expect.json")
     ap.add_argument("--workflow", type=Path, default=WORKFLOW, help="UI- or API-format workflow to run")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds allowed for the run")
+    ap.add_argument("--host", default=None,
+                    help="ComfyUI host: 0.3.75 (default, from PyPI), 0.33 (needs ../shared), or a ComfyUI tree / "
+                         ".tar.gz; COMFYUI_PATH uses your own ComfyUI")
     a = ap.parse_args(argv)
     wf_path = a.workflow.resolve()
     times: dict[str, float] = {}
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{wf_path} is missing: nothing to run")
         return 2
     t0 = time.perf_counter()
-    comfy, python = host.ensure_host()
+    comfy, python = host.ensure_host(a.host)
     times["host"] = time.perf_counter() - t0
     say(f"ComfyUI host: {comfy} (python {python})")
 

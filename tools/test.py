@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""README command 2: ``python3 tools/test.py [pytest args]``.
+"""README command 2: ``python3 tools/test.py [--host H] [pytest args]`` — the whole suite on every host.
 
-Builds (or reuses) the ComfyUI host with ``tools/host.py``, then runs pytest with the host's python from
-the repository root with ``I2V_COMFY_DIR`` set. Exits with pytest's code; "no tests collected" (5)
-counts as a failure. ``-m "not integration"`` skips the headless-server tests.
+Hosts (``tools/host.py``): ComfyUI **0.3.75** (the floor, from PyPI) and **0.33** (what users run, from
+``../shared/comfyui``; that leg is skipped with a message where ``../shared`` is absent). ``--host 0.3.75``,
+``--host 0.33`` or ``I2V_HOSTS=0.33`` pick one; ``COMFYUI_PATH`` runs on that ComfyUI only. Each host's
+pytest runs with the host's python from the repository root with ``I2V_COMFY_DIR`` set; the summary lists
+passed/skipped/failed per host. Exits non-zero when any host fails; "no tests collected" counts as a failure.
+``-m "not integration"`` skips the headless-server tests.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,21 +24,80 @@ sys.path.insert(0, str(REPO / "tools"))
 import host  # noqa: E402
 
 
-def main(argv: list[str]) -> int:
+def _hosts(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pop ``--host H`` from argv; the hosts to run (names) and the remaining pytest args."""
+    args, chosen = [], None
+    it = iter(argv)
+    for a in it:
+        if a == "--host":
+            chosen = next(it, None)
+        elif a.startswith("--host="):
+            chosen = a.split("=", 1)[1]
+        else:
+            args.append(a)
+    chosen = chosen or os.environ.get("I2V_HOSTS")
+    if os.environ.get("COMFYUI_PATH"):
+        return ["COMFYUI_PATH"], args
+    if chosen in (None, "", "all"):
+        return list(host.DEFAULT_HOSTS), args
+    return [h.strip() for h in chosen.split(",") if h.strip()], args
+
+
+def _counts(junit: Path) -> dict[str, int]:
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return {}
+    suites = [root] if root.tag == "testsuite" else list(root)
+    c = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for s in suites:
+        for k in c:
+            c[k] += int(s.get(k, 0))
+    c["passed"] = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
+    return c
+
+
+def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, str]:
+    """Build/reuse host ``name`` and run pytest on it; (exit code, seconds, summary)."""
     t0 = time.perf_counter()
-    comfy, py = host.ensure_host()
-    print(f"[test] host ready in {time.perf_counter() - t0:.1f} s: {comfy} ({py})", file=sys.stderr, flush=True)
+    if name != "COMFYUI_PATH":
+        ok, why = host.available(name)
+        if not ok:
+            return 0, 0.0, f"skipped: {why}"
+    comfy, py = host.ensure_host(None if name == "COMFYUI_PATH" else name)
+    print(f"[test] host {name} ready in {time.perf_counter() - t0:.1f} s: {comfy} ({py})", file=sys.stderr, flush=True)
     for mod in ("torch", "pytest"):
         if subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True).returncode != 0:
             hint = " (with COMFYUI_PATH, set COMFYUI_PYTHON to the python that runs that ComfyUI)" \
                 if mod == "torch" else f" (install it: {py} -m pip install pytest)"
-            print(f"[test] {py} cannot import {mod}{hint}", file=sys.stderr)
-            return 2
-    env = dict(os.environ, I2V_COMFY_DIR=str(comfy))
-    rc = subprocess.run([str(py), "-m", "pytest", *argv], cwd=REPO, env=env).returncode
+            return 2, time.perf_counter() - t0, f"{py} cannot import {mod}{hint}"
+    env = dict(os.environ, I2V_COMFY_DIR=str(comfy), I2V_HOST_NAME=name)
+    rc = subprocess.run([str(py), "-m", "pytest", f"--junit-xml={junit}", *pytest_args], cwd=REPO, env=env).returncode
     if rc == 5:
-        print("[test] pytest collected no tests: failing", file=sys.stderr)
+        print(f"[test] {name}: pytest collected no tests: failing", file=sys.stderr)
         rc = 1
+    c = _counts(junit)
+    summary = (f"{c['passed']} passed, {c['skipped']} skipped, {c['failures'] + c['errors']} failed"
+               if c else f"exit code {rc}")
+    return rc, time.perf_counter() - t0, summary
+
+
+def main(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    names, pytest_args = _hosts(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="i2v-test-") as tmp:
+        for name in names:
+            print(f"[test] ===== ComfyUI host {name} =====", file=sys.stderr, flush=True)
+            rc, secs, summary = run_on(name, pytest_args, Path(tmp) / f"{name.replace('/', '_')}.xml")
+            results.append((name, rc, secs, summary))
+            if summary.startswith("skipped:"):
+                print(f"[test] host {name} {summary}", file=sys.stderr, flush=True)
+    rc = max((r[1] for r in results), default=0)
+    print("[test] ----- summary -----", file=sys.stderr)
+    for name, code, secs, summary in results:
+        print(f"[test] host {name:<8} {summary} ({secs:.0f} s){'' if code == 0 else f'  FAILED (exit {code})'}",
+              file=sys.stderr)
     print(f"[test] finished in {time.perf_counter() - t0:.1f} s with exit code {rc}", file=sys.stderr)
     return rc
 
