@@ -16,6 +16,7 @@ import comfy.sd
 import comfy.supported_models
 import comfy.utils
 
+from ..compat import ensure_skipped_params_patched, is_dynamic, new_model_patcher
 from .checkpoint import CheckpointError, Parts, detect_unet_config, guess_variant, read_state_dict, split_parts
 from .model import VARIANTS, DynamiCrafterConfig
 
@@ -32,8 +33,13 @@ class Loaded:
 
 
 def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: str = "checkpoint",
-                meta: dict | None = None, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
-    """UNet + Resampler weights (relative keys) → a ModelPatcher on ComfyUI's model management."""
+                meta: dict | None = None, dtype: torch.dtype | None = None,
+                fp8_optimizations: bool = False) -> comfy.model_patcher.ModelPatcher:
+    """UNet + Resampler weights (relative keys) → a ModelPatcher on ComfyUI's model management.
+
+    ``dtype``: storage dtype of the weights (None: ComfyUI picks for the device); fp8 dtypes store in fp8
+    and compute in the device's dtype (ComfyUI's manual cast), as its own diffusion-model loader does;
+    ``fp8_optimizations`` is that loader's ``fp8_e4m3fn_fast`` (fp8 matmuls where the GPU has them)."""
     cfg = detect_unet_config(unet_sd, name, meta)
     if variant == "auto":
         variant = guess_variant(cfg, name)
@@ -51,6 +57,8 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
         dtype = mm.unet_dtype(model_params=params, supported_dtypes=model_config.supported_inference_dtypes,
                               weight_dtype=comfy.utils.weight_dtype(unet_sd))
     model_config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes))
+    if fp8_optimizations:
+        model_config.optimizations["fp8"] = True
     model = model_config.get_model(unet_sd, "", device=mm.unet_inital_load_device(params, dtype))
     missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
     if missing:
@@ -61,12 +69,15 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
         if k.endswith("attn2.alpha") and not torch.isfinite(v).all():
             raise CheckpointError(f"{name}: non-finite weight {k}")
     model.requires_grad_(False)  # inference only; also keeps kernel choice stable across patch/unpatch cycles
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
-    # image_proj_model.latents and attn2.alpha sit on modules with children, which ComfyUI's loader does
+    # CoreModelPatcher like core loaders: dynamic VRAM where ComfyUI enables it (0.33+ on NVIDIA)
+    offload_device = mm.unet_offload_device()
+    patcher = new_model_patcher(model, load_device, offload_device)
+    if is_dynamic(patcher) and model.device != offload_device:
+        model.to(offload_device)  # dynamic VRAM streams weights from the offload device (as core loaders do)
+        model.device = offload_device
+    # image_proj_model.latents and attn2.alpha sit on modules with children, which ComfyUI's loaders do
     # not patch; this callback applies their patches (LoRAs, core merges, this pack's merges) on load.
-    from ..merging.patches import ensure_nonleaf_patching
-
-    ensure_nonleaf_patching(patcher)
+    ensure_skipped_params_patched(patcher)
     return patcher
 
 
@@ -135,7 +146,8 @@ def build_clip_vision(vision_sd: dict[str, torch.Tensor]):
     return cv
 
 
-def load_dynamicrafter(path: str, variant: str = "auto", dtype: torch.dtype | None = None) -> Loaded:
+def load_dynamicrafter(path: str, variant: str = "auto", dtype: torch.dtype | None = None,
+                       fp8_optimizations: bool = False) -> Loaded:
     """Load a DynamiCrafter checkpoint: MODEL always; CLIP, VAE, CLIP_VISION where the file holds them."""
     name = os.path.basename(path)
     sd, meta = read_state_dict(path)
@@ -143,7 +155,7 @@ def load_dynamicrafter(path: str, variant: str = "auto", dtype: torch.dtype | No
     del sd
     if variant == "auto":
         variant = guess_variant(detect_unet_config(parts.unet, name, meta), name)
-    model = build_model(parts.unet, variant, name, meta, dtype)
+    model = build_model(parts.unet, variant, name, meta, dtype, fp8_optimizations)
     vae = build_vae(parts.vae) if parts.vae else None
     clip = build_clip(parts.text) if parts.text else None
     cv = build_clip_vision(parts.vision) if parts.vision else None

@@ -9,12 +9,12 @@ from .bake import StreamingSafetensorsWriter, bake_model, patched_tensor, saved_
 from .filters import PRESETS, KeyFilter, detect_architecture, select_keys
 from .ops import dare, dare_keep_mask, edg_control, edg_dynamics, key_seed, task_vector, ties_merge, trim_top_k
 from .patches import (METHODS, MergeAdapter, MergeSpec, TaskVector, Term, apply_spec, apply_task_vectors,
-                      edg_experts, ensure_nonleaf_patching, make_task_vector, merge_recipes)
+                      edg_experts, make_task_vector, merge_recipes)
 
 __all__ = [
     "PRESETS", "METHODS", "KeyFilter", "detect_architecture", "select_keys",
     "dare", "dare_keep_mask", "edg_control", "edg_dynamics", "key_seed", "task_vector", "ties_merge", "trim_top_k",
     "MergeAdapter", "MergeSpec", "TaskVector", "Term", "apply_spec", "apply_task_vectors", "edg_experts",
-    "ensure_nonleaf_patching", "make_task_vector", "merge_recipes",
+    "make_task_vector", "merge_recipes",
     "StreamingSafetensorsWriter", "bake_model", "patched_tensor", "saved_key_names",
 ]

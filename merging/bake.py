@@ -1,8 +1,9 @@
 """Bake a (lazily merged) MODEL into a .safetensors file, one tensor at a time.
 
-Each key is computed exactly as ComfyUI computes it when it loads the model fully (stored weight →
-float32 → the model's patches via ``comfy.lora.calculate_weight`` → storage dtype), so the file equals
-the lazy merge. ``safetensors.save_file`` needs the whole state dict in memory; ``StreamingSafetensorsWriter``
+Each key is computed exactly as ComfyUI computes it when it loads the model fully on the bake device
+(stored weight → the device's patch compute dtype, ``lora_compute_dtype``: float32 on CPU, fp16 on many
+GPUs since 0.33 → the model's patches via ``comfy.lora.calculate_weight`` → storage dtype, stochastic
+rounding seeded by the key), so the file equals the weights a full load of the lazy merge runs with. ``safetensors.save_file`` needs the whole state dict in memory; ``StreamingSafetensorsWriter``
 writes the format directly (8-byte little-endian header length, JSON header, raw tensor bytes) with the
 next tensor computed while the previous one is written.
 """
@@ -21,6 +22,7 @@ import comfy.lora
 import comfy.model_management
 import comfy.model_patcher
 
+from ..compat import patch_compute_dtype, string_to_seed
 from .filters import DIFFUSION_PREFIX, detect_architecture
 from .patches import merge_recipes
 
@@ -147,13 +149,12 @@ def patched_tensor(model: comfy.model_patcher.ModelPatcher, key: str, device: to
     target = out_dtype if (out_dtype is not None and weight.is_floating_point()) else store
     if key not in model.patches:
         return weight.detach().to(dtype=target)  # nothing to compute: no trip through ``device``
-    temp = comfy.model_management.cast_to_device(weight, device, torch.float32, copy=True)
+    # ComfyUI's patch_weight_to_device: the device's patch compute dtype, then round to the storage dtype
+    temp = comfy.model_management.cast_to_device(weight, device, patch_compute_dtype(device), copy=True)
     if convert_func is not None:
         temp = convert_func(temp, inplace=True)
     out = comfy.lora.calculate_weight(model.patches[key], temp, key)
-    if store in (torch.float32, torch.float16, torch.bfloat16):  # what stochastic_rounding does for these
-        return out.to(store).to(target)
-    return comfy.float.stochastic_rounding(out, store, seed=comfy.model_patcher.string_to_seed(key)).to(target)
+    return comfy.float.stochastic_rounding(out, store, seed=string_to_seed(key)).to(target)
 
 
 def bake_model(model: comfy.model_patcher.ModelPatcher, path: str, *, out_dtype: str = "keep",

@@ -19,9 +19,9 @@ import torch
 import comfy.lora
 import comfy.model_management
 import comfy.model_patcher
-import comfy.utils
-from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import WeightAdapterBase
+
+from ..compat import ensure_skipped_params_patched
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
 from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge, trim_top_k
@@ -41,6 +41,8 @@ def _listing(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
 # --------------------------------------------------------------------------------------------------
 # references to weights (no copies)
 
+_MATH_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # fp8 storage has no arithmetic
+
 @dataclass(frozen=True)
 class WeightRef:
     """One key of one model as ComfyUI sees it: the stored tensor (backup-aware), its convert_func and
@@ -51,9 +53,10 @@ class WeightRef:
     patches: tuple
 
     def evaluate(self, key: str, device: torch.device, *, exact_dtype: bool = True) -> tuple[torch.Tensor, bool]:
-        """The effective weight on ``device``: (tensor, owned). float32 and owned when ``exact_dtype`` or
-        when there is anything to apply; otherwise the stored tensor moved (not converted) to ``device``."""
-        if not exact_dtype and self.convert_func is None and not self.patches:
+        """The effective weight on ``device``: (tensor, owned). float32 and owned when ``exact_dtype``, when
+        there is anything to apply or when the stored dtype has no arithmetic (fp8); otherwise the stored
+        tensor moved (not converted) to ``device``."""
+        if not exact_dtype and self.convert_func is None and not self.patches and self.weight.dtype in _MATH_DTYPES:
             t = comfy.model_management.cast_to_device(self.weight, device, None)
             return t, t is not self.weight
         t = comfy.model_management.cast_to_device(self.weight, device, torch.float32, copy=True)
@@ -107,7 +110,10 @@ def _finite_problems(refs: dict[str, WeightRef]) -> list[str]:
         w = r.weight
         if w.numel() == 0 or not w.is_floating_point():
             continue
-        lo, hi = torch.aminmax(w.detach().reshape(-1))  # NaN and ±Inf propagate
+        flat = w.detach().reshape(-1)
+        if flat.dtype not in _MATH_DTYPES:  # fp8: no reductions; upcast (one key at a time)
+            flat = flat.to(torch.float32)
+        lo, hi = torch.aminmax(flat)  # NaN and ±Inf propagate
         if not (torch.isfinite(lo) and torch.isfinite(hi)):
             bad.append(k)
     return bad
@@ -287,20 +293,47 @@ class MergeSpec:
 _FLOAT_STORE = (torch.float16, torch.bfloat16)
 
 
+@dataclass(frozen=True, eq=False)
+class MergePayload:
+    """What a MergeAdapter evaluates: the spec and each key's storage dtype. Holds no tensors, so ComfyUI's
+    prefetch (``prefetch_prepared_value``: copies the tensors among an adapter's ``weights`` into a staging
+    buffer) passes it through unchanged."""
+
+    spec: MergeSpec
+    store_dtypes: dict
+
+
 class MergeAdapter(WeightAdapterBase):
     """A ComfyUI weight patch evaluating a MergeSpec for the key being patched.
 
-    ``store_dtypes`` maps each key to the target model's storage dtype: the float32 result is rounded
-    to it once, so full loads, low-VRAM partial loads and bakes give bit-identical weights.
+    Constructed like every core adapter, ``MergeAdapter(loaded_keys, weights)``, with ``weights`` =
+    ``(MergePayload,)``: ComfyUI 0.33 rebuilds adapters as ``type(v)(v.loaded_keys, prepared_weights)``
+    when it prefetches low-VRAM / dynamic-VRAM patches, and the rebuilt adapter must compute the same.
+    The float32 result is rounded once to the key's storage dtype (``store_dtypes``), so full loads,
+    low-VRAM partial loads, prefetched patches and bakes give bit-identical weights.
     """
 
     name = "i2v_motion_merge"
 
-    def __init__(self, spec: MergeSpec, store_dtypes: dict[str, torch.dtype]):
-        self.spec = spec
-        self.store_dtypes = store_dtypes
-        self.loaded_keys = set()
-        self.weights = []
+    def __init__(self, loaded_keys, weights):
+        weights = tuple(weights)
+        if len(weights) != 1 or not isinstance(weights[0], MergePayload):
+            raise TypeError("MergeAdapter(loaded_keys, weights) takes weights = (MergePayload,); "
+                            "use MergeAdapter.create(spec, store_dtypes)")
+        self.loaded_keys = set(loaded_keys)
+        self.weights = weights
+
+    @classmethod
+    def create(cls, spec: MergeSpec, store_dtypes: dict[str, torch.dtype]) -> "MergeAdapter":
+        return cls(set(), (MergePayload(spec, dict(store_dtypes)),))
+
+    @property
+    def spec(self) -> MergeSpec:
+        return self.weights[0].spec
+
+    @property
+    def store_dtypes(self) -> dict[str, torch.dtype]:
+        return self.weights[0].store_dtypes
 
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=torch.float32, original_weight=None):
@@ -326,45 +359,6 @@ class MergeAdapter(WeightAdapterBase):
         elif res is not weight:
             weight.copy_(res)
         return weight
-
-
-def _has_lowvram_patch(mod: torch.nn.Module, name: str, key: str) -> bool:
-    fns = getattr(mod, f"{name}_function", None) or []
-    return any(isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key for f in fns)
-
-
-def _patch_skipped_params(patcher, device_to, lowvram_model_memory, force_patch_weights, full_load):
-    """ON_LOAD callback: apply, in place where the weight lives, the patches ``ModelPatcher.load`` left
-    out — parameters of non-leaf modules (never in its load list) and, in partial loads, parameters of
-    modules without ComfyUI cast support that did not fit. Idempotent: keys already patched (in the
-    backup) or handled by a ``LowVramPatch`` are skipped."""
-    done: dict[str, torch.nn.Module] = {}
-    for key in list(patcher.patches):
-        if key in patcher.backup:
-            continue
-        path, _, name = key.rpartition(".")
-        try:
-            mod = comfy.utils.get_attr(patcher.model, path) if path else patcher.model
-        except AttributeError:
-            continue
-        if name not in dict(mod.named_parameters(recurse=False)) or _has_lowvram_patch(mod, name, key):
-            continue
-        patcher.patch_weight_to_device(key, device_to=None)
-        done[path] = mod
-    for mod in done.values():
-        # comfy must not patch these modules again if a later partial load finds room for them
-        mod.comfy_patched_weights = True
-
-
-_NONLEAF_CALLBACK_KEY = "i2v_motion.patch_skipped_params"
-
-
-def ensure_nonleaf_patching(model: comfy.model_patcher.ModelPatcher) -> None:
-    """Register (once) the ON_LOAD callback that applies the patches ComfyUI's loader leaves out
-    (e.g. DynamiCrafter's ``image_proj_model.latents``, a parameter of a non-leaf module)."""
-    cbs = model.callbacks.get(CallbacksMP.ON_LOAD, {}).get(_NONLEAF_CALLBACK_KEY, [])
-    if _patch_skipped_params not in cbs:
-        model.add_callback_with_key(CallbacksMP.ON_LOAD, _NONLEAF_CALLBACK_KEY, _patch_skipped_params)
 
 
 def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comfy.model_patcher.ModelPatcher:
@@ -394,12 +388,12 @@ def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comf
         raise ValueError(f"shape mismatch between the target model and the task vector for "
                          f"{len(mismatched)} key(s): {_listing(mismatched)}")
     refs = weight_refs(model, keys)
-    adapter = MergeAdapter(spec, {k: refs[k].weight.dtype for k in keys})
+    adapter = MergeAdapter.create(spec, {k: refs[k].weight.dtype for k in keys})
     out = model.clone()
     added = out.add_patches({k: adapter for k in keys}, 1.0, 1.0)
     if len(added) != len(keys):
         raise RuntimeError(f"ComfyUI accepted {len(added)} of {len(keys)} merge patches")
-    ensure_nonleaf_patching(out)
+    ensure_skipped_params_patched(out)
     return out
 
 

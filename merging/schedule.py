@@ -12,11 +12,16 @@ How it works on ComfyUI's machinery:
   :class:`ScheduleRun` into the run's ``transformer_options`` and, in ``finally``, puts phase 1 back, so an
   interrupt or an error never leaves weights of another phase behind.
 - Hard mode: an ``APPLY_MODEL`` wrapper maps each model evaluation's sigma to its phase. The first time a
-  phase is needed, every weight that differs between the phases is rewritten in place from the base
-  weight (ComfyUI's backup) with that phase's patches — the same arithmetic as ComfyUI's own
-  ``patch_weight_to_device``, so the weights are bit-identical to loading that expert. Weights behind
-  low-VRAM ``LowVramPatch`` objects switch by swapping the patch lists those read. Cost: one weight
-  computation per boundary and one to restore, per run; no extra weight memory.
+  phase is needed, every weight that differs between the phases is switched where ComfyUI keeps it:
+  weights patched at load are rewritten in place from the base weight (ComfyUI's backup) with that
+  phase's patches — ComfyUI's own ``patch_weight_to_device`` arithmetic, in the dtype it computes
+  patches in on that device (``lora_compute_dtype``: fp16 on many GPUs since 0.33); weights computed on
+  the fly by ``LowVramPatch`` objects (low-VRAM partial loads: ``<attr>_function``; dynamic VRAM:
+  ``<attr>_lowvram_function``) switch by handing ComfyUI a patch object for that phase, and dynamic-VRAM
+  modules are marked for re-cast. The promise: in every phase each weight the model runs with is
+  bit-identical to what ComfyUI computes for that weight when it loads that expert alone, on the same
+  device in the same loading mode. Cost: one weight computation per boundary and one to restore, per
+  run; no extra weight memory.
 - Soft mode (the release's unused variant): a ``CALC_COND_BATCH`` wrapper evaluates both experts at every
   step and blends cond and uncond with λ = t/1000 for the dynamics expert, which equals the release's
   CFG weights w_dyn = cfg·t/1000, w_con = cfg − w_dyn. 2× the UNet cost per step; the second expert's
@@ -42,6 +47,9 @@ import comfy.model_patcher
 import comfy.model_sampling
 import comfy.utils
 from comfy.patcher_extension import WrappersMP
+
+from ..compat import (ensure_skipped_params_patched, is_dynamic, lowvram_slot, mark_module_dirty, patch_compute_dtype,
+                      string_to_seed)
 
 log = logging.getLogger("i2v_motion.schedule")
 
@@ -211,11 +219,7 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
         out.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, SCHEDULE_KEY, _soft_calc_cond_batch_wrapper)
     else:
         out.add_wrapper_with_key(WrappersMP.APPLY_MODEL, SCHEDULE_KEY, _apply_model_wrapper)
-    try:  # non-leaf parameters (the Resampler's latents) must be patched at load in every phase
-        from .patches import ensure_nonleaf_patching
-        ensure_nonleaf_patching(out)
-    except ImportError:  # pragma: no cover - merging.patches is part of the pack
-        pass
+    ensure_skipped_params_patched(out)  # non-leaf parameters (the Resampler's latents) in every phase
     log.info("expert schedule: %s", sched.describe())
     return out
 
@@ -247,12 +251,14 @@ class _Slot:
     """One differing key in the loaded model: its kind and what is needed to switch and restore it.
 
     kinds: ``inplace`` (patched in place at load; base in ComfyUI's backup), ``own`` (live weight is the
-    base: we add the backup record), ``lowvram`` (``LowVramPatch`` objects compute it on every forward),
-    ``lowvram_add`` (a low-VRAM module without a patch for this key: we add a ``LowVramPatch``).
+    base: we add the backup record), ``lowvram`` (``LowVramPatch`` objects in ``<attr>_function`` compute it
+    on every forward: low-VRAM partial loads), ``lowvram_add`` (a low-VRAM module without a patch for this
+    key: we add a ``LowVramPatch``), ``dynamic`` (dynamic VRAM: the module's ``<attr>_lowvram_function``
+    slot, a ``LowVramPatch`` or None, is replaced per phase and the module re-cast).
     """
 
     __slots__ = ("key", "kind", "module", "attr", "entry", "lvps", "lvp_orig", "added", "original", "phase",
-                 "set_func", "convert_func", "cache")
+                 "set_func", "convert_func", "cache", "slot_orig")
 
     def __init__(self, key: str, kind: str, module: torch.nn.Module, attr: str):
         self.key, self.kind, self.module, self.attr = key, kind, module, attr
@@ -265,6 +271,26 @@ class _Slot:
         self.set_func = None
         self.convert_func = None
         self.cache: dict[int, torch.Tensor] = {}
+        self.slot_orig = None     # dynamic: the slot's object at load (a LowVramPatch or None)
+
+
+_PHASE_LVPS = "_i2v_motion_phase_lvps"
+
+
+def _phase_lowvram_patch(module: torch.nn.Module, key: str, patches: list, like: Any):
+    """A ``LowVramPatch`` computing ``key`` with ``patches``, cached on the module per patch list: ComfyUI may
+    pin a patch object's prepared tensors, so one object must always stand for the same patches."""
+    cache = module.__dict__.setdefault(_PHASE_LVPS, {})
+    sig = (key, tuple(id(p) for p in patches))
+    hit = cache.get(sig)
+    if hit is not None and len(hit[1]) == len(patches) and all(x is y for x, y in zip(hit[1], patches)):
+        return hit[0]
+    lvp = comfy.model_patcher.LowVramPatch(key, {key: list(patches)})
+    pin_state = getattr(like, "_pin_state", None) or getattr(module, "_pin_state", None)
+    if pin_state is not None:
+        lvp._pin_state = pin_state
+    cache[sig] = (lvp, tuple(patches))  # holds the patch tuples, so their ids stay unique
+    return lvp
 
 
 class ScheduleRun:
@@ -356,15 +382,19 @@ class ScheduleRun:
         path, _, attr = key.rpartition(".")
         module = comfy.utils.get_attr(p.model, path) if path else p.model
         fns = getattr(module, f"{attr}_function", None)
-        lvps = [f for f in (fns or []) if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]
+        dyn = getattr(module, lowvram_slot(attr), None)
         _, set_func, convert_func = comfy.model_patcher.get_key_weight(p.model, key)
         if key in p.backup:
             slot = _Slot(key, "inplace", module, attr)
             slot.entry = p.backup[key]
-        elif lvps:
+        elif dyn is not None and getattr(dyn, "key", None) == key or \
+                dyn is None and is_dynamic(p) and hasattr(module, lowvram_slot(attr)):
+            slot = _Slot(key, "dynamic", module, attr)
+            slot.slot_orig = dyn
+        elif [f for f in (fns or []) if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]:
             slot = _Slot(key, "lowvram", module, attr)
-            slot.lvps = lvps
-            slot.lvp_orig = [f.patches for f in lvps]
+            slot.lvps = [f for f in fns if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]
+            slot.lvp_orig = [f.patches for f in slot.lvps]
         elif fns is not None and getattr(module, "comfy_cast_weights", False) \
                 and not getattr(module, "comfy_patched_weights", False):
             slot = _Slot(key, "lowvram_add", module, attr)
@@ -383,14 +413,17 @@ class ScheduleRun:
         return slot
 
     def _value(self, slot: _Slot, patches: list, like: torch.Tensor) -> torch.Tensor:
-        """ComfyUI's ``patch_weight_to_device`` arithmetic: base → float32 → patches → storage dtype."""
+        """ComfyUI's ``patch_weight_to_device`` arithmetic: base → compute dtype of ``like``'s device
+        (``lora_compute_dtype``) → patches → dtype of ``like`` (stochastic rounding seeded by the key)."""
         base = slot.entry.weight
-        temp = comfy.model_management.cast_to_device(base, like.device, torch.float32, copy=True)
+        if not patches and slot.set_func is None and slot.convert_func is None:
+            return comfy.model_management.cast_to_device(base, like.device, like.dtype, copy=True)  # as stored
+        temp = comfy.model_management.cast_to_device(base, like.device, patch_compute_dtype(like.device), copy=True)
         if slot.convert_func is not None:
             temp = slot.convert_func(temp, inplace=True)
         out = comfy.lora.calculate_weight(patches, temp, slot.key)
         if slot.set_func is None:
-            out = comfy.float.stochastic_rounding(out, like.dtype, seed=comfy.model_patcher.string_to_seed(slot.key))
+            out = comfy.float.stochastic_rounding(out, like.dtype, seed=string_to_seed(slot.key))
         return out
 
     def _put(self, slot: _Slot, phase: int, soft: bool) -> None:
@@ -398,9 +431,18 @@ class ScheduleRun:
             return
         key, model = slot.key, self.patcher.model
         patches = self.lists[phase][key]
-        if slot.kind == "lowvram":
+        if slot.kind == "dynamic":
+            if phase == 0:
+                new = slot.slot_orig
+            else:
+                new = _phase_lowvram_patch(slot.module, key, patches, slot.slot_orig) if patches else None
+            setattr(slot.module, lowvram_slot(slot.attr), new)
+            mark_module_dirty(slot.module)
+        elif slot.kind == "lowvram":
             for f, orig in zip(slot.lvps, slot.lvp_orig):
                 f.patches = orig if phase == 0 else {key: patches}
+                if getattr(f, "prepared_patches", None) is not None:
+                    f.prepared_patches = None
         elif slot.kind == "lowvram_add":
             fns = getattr(slot.module, f"{slot.attr}_function")
             if phase == 0 or not patches:
@@ -427,7 +469,7 @@ class ScheduleRun:
             if slot.set_func is None:
                 comfy.utils.copy_to_param(model, key, out)
             else:
-                slot.set_func(out, inplace_update=True, seed=comfy.model_patcher.string_to_seed(key))
+                slot.set_func(out, inplace_update=True, seed=string_to_seed(key))
         slot.phase = phase
 
     def activate(self, phase: int, t: float | None = None) -> None:
@@ -460,7 +502,7 @@ class ScheduleRun:
         with torch.no_grad():
             for key, slot in self.slots.items():
                 try:
-                    if slot.kind in ("lowvram", "lowvram_add"):
+                    if slot.kind in ("lowvram", "lowvram_add", "dynamic"):
                         self._put(slot, 0, soft)
                         continue
                     if p.backup.get(key) is not slot.entry:

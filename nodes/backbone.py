@@ -18,7 +18,12 @@ from ..backbones.model import VARIANTS
 
 log = logging.getLogger("i2v_motion")
 FOLDERS = ("checkpoints", "diffusion_models")
-DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# weight_dtype → (storage dtype, fp8 optimizations); the fp8 choices are those of ComfyUI's own
+# diffusion-model loader (UNETLoader): stored in fp8, computed in the device's dtype
+DTYPES: dict[str, tuple[torch.dtype | None, bool]] = {
+    "default": (None, False), "fp16": (torch.float16, False), "bf16": (torch.bfloat16, False),
+    "fp32": (torch.float32, False), "fp8_e4m3fn": (torch.float8_e4m3fn, False),
+    "fp8_e4m3fn_fast": (torch.float8_e4m3fn, True), "fp8_e5m2": (torch.float8_e5m2, False)}
 
 
 def checkpoint_names() -> list[str]:
@@ -60,7 +65,10 @@ class LoadDynamiCrafter(io.ComfyNode):
                                        "layouts) by the file name, else 512. Sets prediction type, noise schedule "
                                        "and default fps."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="default",
-                               tooltip="Dtype of the UNet weights; default lets ComfyUI choose for your device."),
+                               tooltip="Storage dtype of the UNet + Resampler weights. default: ComfyUI chooses "
+                                       "for your device. fp8_*: half the memory of fp16, computed in the device's "
+                                       "dtype (fp8_e4m3fn_fast also uses fp8 matmuls on GPUs that have them); "
+                                       "merges of an fp8 model are rounded to fp8 per key."),
             ],
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
                      io.Vae.Output(display_name="VAE"), io.ClipVision.Output(display_name="CLIP_VISION")],
@@ -69,7 +77,10 @@ class LoadDynamiCrafter(io.ComfyNode):
     @classmethod
     def execute(cls, ckpt_name: str, variant: str = "auto", weight_dtype: str = "default") -> io.NodeOutput:
         path = resolve_checkpoint(ckpt_name)
-        loaded = load_dynamicrafter(path, variant, DTYPES[weight_dtype])
+        if weight_dtype not in DTYPES:
+            raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {', '.join(DTYPES)}")
+        dtype, fp8_fast = DTYPES[weight_dtype]
+        loaded = load_dynamicrafter(path, variant, dtype, fp8_optimizations=fp8_fast)
         missing = [n for n, v in (("CLIP", loaded.clip), ("VAE", loaded.vae), ("CLIP_VISION", loaded.clip_vision)) if v is None]
         if missing:
             log.info("%s holds no %s; use the stock loaders for those", ckpt_name, ", ".join(missing))

@@ -22,7 +22,8 @@ from comfy_extras.nodes_custom_sampler import (CFGGuider, Noise_EmptyNoise, Nois
                                                SamplerCustomAdvanced)
 from i2v_motion.backbones.loader import build_model
 from i2v_motion.backbones.sampling import sample_dynamicrafter_ddim, trailing_sigmas
-from i2v_motion.merging.patches import apply_task_vectors, edg_experts, ensure_nonleaf_patching
+from i2v_motion.compat import ensure_skipped_params_patched
+from i2v_motion.merging.patches import apply_task_vectors, edg_experts
 from i2v_motion.merging.schedule import (SCHEDULE_KEY, ScheduleRun, check_points, ddpm_timestep, expert_schedule,
                                          get_schedule, parse_points)
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo
@@ -210,7 +211,7 @@ def test_generic_pair_and_lora_after_schedule(experts, cond):
     b.add_patches({k: (0.2 * torch.randn(params[k].shape, generator=g),) for k in keys}, 1.0)
     # ComfyUI's loader skips parameters of non-leaf modules (the Resampler's latents); the pack's ON_LOAD
     # callback patches them, so the reference loads B completely too
-    ensure_nonleaf_patching(b)
+    ensure_skipped_params_patched(b)
     lora_key = next(k for k in params if k.endswith("out.2.weight"))
     lora = {lora_key: (0.1 * torch.randn(params[lora_key].shape, generator=g),)}
     sched = expert_schedule([a, b], [500])
