@@ -1,13 +1,23 @@
 """Convert ComfyUI UI-format workflows (what the editor saves) to API-format prompts (stdlib only).
 
-The conversion mirrors the frontend's ``graphToPrompt`` using the server's ``GET /object_info``:
+The conversion mirrors the frontend's ``graphToPrompt`` (1.32.9 with ComfyUI 0.3.75, 1.49.6 with 0.33),
+driven by the server's ``GET /object_info`` — which inputs are widgets is read from it and from the saved
+node, never from a fixed list of widget types:
 
-* ``widgets_values`` (a list) map in order onto the node's widget inputs — inputs of type INT, FLOAT,
-  STRING, BOOLEAN, COMBO or a legacy list-combo, required then optional (``input_order``), except
-  ``forceInput`` ones. The editor stores extra values that are not inputs: the ``control_after_generate``
-  mode ("fixed"/"increment"/"decrement"/"randomize") after a seed-like INT, and the upload button's
-  value after an ``image_upload``/``video_upload``/... combo; both are skipped. A dict
-  ``widgets_values`` maps by name. Missing trailing values take the input's default.
+* An input is a widget unless it is ``forceInput``. Where the saved node lists the input, it is a widget
+  exactly when that entry carries ``"widget"``; otherwise it is one when its type is a value type
+  (INT/FLOAT/STRING/BOOLEAN/COMBO or a legacy list-combo, or its ``widgetType``), when object_info marks it
+  as a widget (``socketless``, ``widgetType``, a dynamic combo's ``options``), or when no node outputs its
+  type and it has a ``default`` (a widget kind this converter has never seen).
+* ``widgets_values`` (a list) map in order onto the widget inputs, required then optional
+  (``input_order``). A dynamic combo (``COMFY_DYNAMICCOMBO_V3``, recognised by its ``options`` of
+  ``{key, inputs}``) is followed by the widgets of its selected option, named ``<combo>.<input>``
+  (recursively), as the frontend splices them in. Extra values the editor stores that are not inputs are
+  skipped: the ``control_after_generate`` mode after a seed-like INT (one value) or a COMBO (mode and filter
+  text), and the upload button's value after an ``image_upload``/``video_upload``/... combo. Widgets the
+  frontend never saves (``IMAGECOMPARE``) take no value and send its initial value. A dict
+  ``widgets_values`` maps by name. Missing trailing values take the input's default. List values go to the
+  API wrapped as ``{"__value__": [...]}``, as the frontend sends them.
 * Links become ``[source_node_id, output_slot]``; a linked input overrides its widget value (a
   "converted widget").
 * ``Reroute`` nodes are followed to their source, ``PrimitiveNode`` values are written into their
@@ -19,12 +29,15 @@ The conversion mirrors the frontend's ``graphToPrompt`` using the server's ``GET
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize", "increment-wrap"}
+VALUE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# widgets the frontend (1.49.6) marks serialize=false: no widgets_values slot, this initial API value
+UNSAVED_WIDGETS = {"IMAGECOMPARE": {"__value__": ["", ""]}}
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MODE_MUTED, MODE_BYPASS = 2, 4
 
@@ -54,8 +67,57 @@ def to_api(wf: dict, object_info: dict, warnings: list[str] | None = None) -> di
     return ui_to_api(wf, object_info, warnings)
 
 
-def widget_inputs(info: dict) -> list[tuple[str, str, dict]]:
-    """``(name, type, options)`` of a node's widget inputs, in the order the editor creates widgets."""
+_PRODUCED: dict[int, set] = {}
+
+
+def produced_types(object_info: dict) -> set[str]:
+    """Every type some node outputs (socket types); cached per object_info dict."""
+    key = id(object_info)
+    if key not in _PRODUCED:
+        out: set[str] = set()
+        for info in object_info.values():
+            for t in info.get("output", []) or []:
+                if isinstance(t, str):
+                    out.update(x.strip() for x in t.split(","))
+        _PRODUCED.clear()
+        _PRODUCED[key] = out
+    return _PRODUCED[key]
+
+
+def _entry_type(entry: Any) -> tuple[Any, dict]:
+    typ = entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+    opts = entry[1] if isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], dict) else {}
+    return typ, opts
+
+
+def dynamic_combo_options(opts: dict) -> list[dict] | None:
+    """The options of a dynamic combo input (``[{"key", "inputs"}, ...]``), else None."""
+    options = opts.get("options")
+    if isinstance(options, list) and options and all(isinstance(o, dict) and "key" in o and "inputs" in o
+                                                     for o in options):
+        return options
+    return None
+
+
+def is_widget(name: str, typ: Any, opts: dict, produced: set | None = None,
+              ui_inputs: dict[str, bool] | None = None) -> bool:
+    """Whether an input is a widget (see module doc); ``ui_inputs``: the saved node's input names → has widget."""
+    if opts.get("forceInput"):
+        return False
+    if ui_inputs is not None and name in ui_inputs:
+        return ui_inputs[name]
+    wtype = opts.get("widgetType") or typ
+    if isinstance(wtype, list) or wtype in VALUE_TYPES or wtype in UNSAVED_WIDGETS:
+        return True
+    if opts.get("socketless") or opts.get("widgetType") or dynamic_combo_options(opts) is not None:
+        return True
+    return produced is not None and isinstance(typ, str) and typ not in produced and "default" in opts
+
+
+def widget_inputs(info: dict, produced: set | None = None, ui_inputs: dict[str, bool] | None = None,
+                  prefix: str = "") -> list[tuple[str, str, dict]]:
+    """``(name, type, options)`` of a node's (or a dynamic combo option's) widget inputs, in the order the
+    editor creates widgets."""
     spec = info.get("input", {})
     order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
     out = []
@@ -64,38 +126,59 @@ def widget_inputs(info: dict) -> list[tuple[str, str, dict]]:
             entry = spec.get(section, {}).get(name)
             if entry is None:
                 continue
-            typ = entry[0] if isinstance(entry, (list, tuple)) and entry else entry
-            has_opts = isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], dict)
-            opts = entry[1] if has_opts else {}
-            if isinstance(typ, list):
-                typ = "COMBO"
-            if isinstance(typ, str) and typ in WIDGET_TYPES and not opts.get("forceInput"):
-                out.append((name, typ, opts))
+            typ, opts = _entry_type(entry)
+            full = f"{prefix}{name}"
+            if not is_widget(full, typ, opts, produced, ui_inputs):
+                continue
+            wtype = opts.get("widgetType") or typ
+            out.append((full, "COMBO" if isinstance(wtype, list) else wtype, opts))
     return out
 
 
 def _has_control(name: str, typ: str, opts: dict) -> bool:
-    return bool(opts.get("control_after_generate")) or (typ == "INT" and name in ("seed", "noise_seed"))
+    ctl = opts.get("control_after_generate")
+    if ctl is not None:
+        return bool(ctl)
+    return typ == "INT" and name in ("seed", "noise_seed")
 
 
 def _has_upload(opts: dict) -> bool:
     return any(k.endswith("_upload") and v for k, v in opts.items())
 
 
-def map_widget_values(values: Any, widgets: list[tuple[str, str, dict]]) -> tuple[dict, list[str]]:
+def _selected_option_widgets(name: str, opts: dict, value: Any, produced: set | None,
+                             ui_inputs: dict[str, bool] | None) -> list[tuple[str, str, dict]]:
+    for option in dynamic_combo_options(opts) or []:
+        if option.get("key") == value:
+            return widget_inputs({"input": option.get("inputs") or {}}, produced, ui_inputs, prefix=f"{name}.")
+    return []
+
+
+def map_widget_values(values: Any, widgets: list[tuple[str, str, dict]], produced: set | None = None,
+                      ui_inputs: dict[str, bool] | None = None) -> tuple[dict, list[str]]:
     """Assign ``widgets_values`` to widget names; returns ``(inputs, warnings)``."""
     out: dict = {}
     warnings: list[str] = []
+    queue = list(widgets)
     if isinstance(values, dict):
-        for name, _typ, opts in widgets:
+        while queue:
+            name, typ, opts = queue.pop(0)
             if name in values:
                 out[name] = values[name]
+            elif typ in UNSAVED_WIDGETS:
+                out[name] = copy.deepcopy(UNSAVED_WIDGETS[typ])
             elif "default" in opts:
                 out[name] = opts["default"]
+            if name in out:
+                queue[0:0] = _selected_option_widgets(name, opts, out[name], produced, ui_inputs)
         return out, warnings
     values = list(values or [])
     i = 0
-    for w, (name, typ, opts) in enumerate(widgets):
+    while queue:
+        name, typ, opts = queue.pop(0)
+        if typ in UNSAVED_WIDGETS:
+            out[name] = copy.deepcopy(UNSAVED_WIDGETS[typ])
+            continue
         if i >= len(values):
             if "default" in opts:
                 out[name] = opts["default"]
@@ -105,10 +188,12 @@ def map_widget_values(values: Any, widgets: list[tuple[str, str, dict]]) -> tupl
             continue
         out[name] = values[i]
         i += 1
-        remaining_widgets = len(widgets) - w - 1
+        queue[0:0] = _selected_option_widgets(name, opts, out[name], produced, ui_inputs)
         if i < len(values) and _has_control(name, typ, opts) and values[i] in CONTROL_VALUES:
             i += 1
-        elif i < len(values) and _has_upload(opts) and len(values) - i > remaining_widgets:
+            if typ == "COMBO" and i < len(values) and values[i] == "":
+                i += 1  # a combo's control also stores its filter text
+        elif i < len(values) and _has_upload(opts) and len(values) - i > len(queue):
             i += 1
     if i < len(values):
         warnings.append(f"{len(values) - i} extra widget value(s) ignored: {values[i:]!r}")
@@ -179,7 +264,11 @@ def ui_to_api(wf: dict, object_info: dict, warnings: list[str] | None = None) ->
         if info is None:
             raise WorkflowError(f"node {nid} has type {typ!r}, which the server does not know (not in "
                                 "/object_info): is the custom node pack that provides it installed and loaded?")
-        inputs, warns = map_widget_values(node.get("widgets_values"), widget_inputs(info))
+        produced = produced_types(object_info)
+        ui_inputs = {i.get("name"): bool(i.get("widget")) for i in node.get("inputs") or [] if i.get("name")}
+        inputs, warns = map_widget_values(node.get("widgets_values"), widget_inputs(info, produced, ui_inputs),
+                                          produced, ui_inputs)
+        inputs = {k: ({"__value__": v} if isinstance(v, list) else v) for k, v in inputs.items()}
         warnings += [f"node {nid} ({typ}): {w}" for w in warns]
         for inp in node.get("inputs") or []:
             name = (inp.get("widget") or {}).get("name") or inp.get("name")
