@@ -1,11 +1,12 @@
-"""Test setup: a real ComfyUI in-process (CPU), the pack importable as ``i2v_motion``.
+"""Test setup: a real ComfyUI in-process (``tools/comfy_inproc.py``; CPU unless ``I2V_DEVICE`` says
+otherwise), the pack importable as ``i2v_motion``.
 
 ``tools/test.py`` runs pytest with the host's python and sets ``I2V_COMFY_DIR``; run directly, the
 host is found (or built) by ``tools/host.py``.
 """
 from __future__ import annotations
 
-import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,41 +18,49 @@ SHARED = REPO.parent / "shared"
 VECTORS = SHARED / "vectors"
 
 
-def _comfy_dir() -> Path:
-    if os.environ.get("I2V_COMFY_DIR"):
-        return Path(os.environ["I2V_COMFY_DIR"])
-    sys.path.insert(0, str(REPO / "tools"))
-    import host  # noqa: E402
+sys.path.insert(0, str(REPO / "tools"))
+import comfy_inproc  # noqa: E402
 
-    return host.ensure_host()[0]
-
-
-COMFY_DIR = _comfy_dir()
-if str(COMFY_DIR) not in sys.path:
-    sys.path.insert(0, str(COMFY_DIR))
-
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing(False)
-import comfy.cli_args  # noqa: E402
-
-comfy.cli_args.args.cpu = True
-import comfy.model_management  # noqa: E402,F401
-import folder_paths  # noqa: E402,F401
+# I2V_DEVICE: cpu (default) | cuda | auto; I2V_DYNAMIC_VRAM=1 turns dynamic VRAM on as main.py does (the GPU check)
+SETUP = comfy_inproc.bootstrap(os.environ.get("I2V_DEVICE", "cpu"),
+                               dynamic_vram=os.environ.get("I2V_DYNAMIC_VRAM", "0") == "1")
+COMFY_DIR = Path(SETUP["comfy_dir"])
 
 
-def _import_pack():
-    if "i2v_motion" in sys.modules:
-        return sys.modules["i2v_motion"]
-    spec = importlib.util.spec_from_file_location(
-        "i2v_motion", REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["i2v_motion"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+class _OurWarnings(logging.Handler):
+    """Counts WARNING+ records from the pack's loggers and ComfyUI's moved-name warnings, for the summary."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.name.startswith("i2v_motion") or "has moved" in msg:
+            self.records.append(f"{record.name}: {msg[:160]}")
 
 
-_import_pack()
+OUR_WARNINGS = _OurWarnings()
+logging.getLogger().addHandler(OUR_WARNINGS)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    recs = OUR_WARNINGS.records
+    tr = terminalreporter
+    tr.section("warnings logged by the pack (or about moved ComfyUI names)")
+    moved = sum("has moved" in r for r in recs)
+    tr.write_line(f"{len(recs)} record(s); {moved} about moved ComfyUI names"
+                  + ("" if not recs else " — most are bad-input tests checking their warning:"))
+    seen: dict[str, int] = {}
+    for r in recs:
+        seen[r] = seen.get(r, 0) + 1
+    for r, n in sorted(seen.items(), key=lambda x: -x[1])[:15]:
+        tr.write_line(f"  {n}× {r}")
+
+
+def pytest_report_header(config) -> str:
+    return (f"ComfyUI {SETUP['comfy_version']} at {SETUP['comfy_dir']}; device {SETUP['device']}, "
+            f"dynamic VRAM {'on' if SETUP['dynamic_vram'] else 'off'}")
 
 
 @pytest.fixture(scope="session")
