@@ -55,8 +55,11 @@ def _init_aimdo_control(args) -> bool:
         try:
             comfy_aimdo.control.init(**kw)
             return True
-        except TypeError:
+        except TypeError:  # older aimdo protocols take fewer arguments
             continue
+        except Exception as e:  # no usable GPU / driver: ComfyUI falls back to the legacy patcher too
+            logging.warning("comfy-aimdo did not initialise: %s", e)
+            return False
     return False
 
 
@@ -85,19 +88,23 @@ def bootstrap(device: str = "cpu", dynamic_vram: bool | None = False, threads: i
 
     comfy.options.enable_args_parsing(False)
     import comfy.cli_args
+
+    args = comfy.cli_args.args
+    args.cpu = device == "cpu"
+    has_dynamic = hasattr(comfy.cli_args, "enables_dynamic_vram")
+    if dynamic_vram is False and hasattr(args, "disable_dynamic_vram"):
+        args.disable_dynamic_vram = True
+    want_dynamic = has_dynamic and device != "cpu" and (dynamic_vram or (dynamic_vram is None and
+                                                                         comfy.cli_args.enables_dynamic_vram()))
+    # as main.py: aimdo's control is initialised before torch touches CUDA
+    control = _init_aimdo_control(args) if want_dynamic else False
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    args = comfy.cli_args.args
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     args.cpu = cpu
-    has_dynamic = hasattr(comfy.cli_args, "enables_dynamic_vram")
-    if dynamic_vram is False and hasattr(args, "disable_dynamic_vram"):
-        args.disable_dynamic_vram = True
-    want_dynamic = has_dynamic and not cpu and (dynamic_vram or (dynamic_vram is None and
-                                                                 comfy.cli_args.enables_dynamic_vram()))
-    control = _init_aimdo_control(args) if want_dynamic else False
+    want_dynamic = want_dynamic and not cpu
     import comfy.model_management as mm
     import comfy.model_patcher
 

@@ -77,7 +77,8 @@ def build() -> int:
            "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(cache), *specs]
     host.log(" ".join(cmd))
     subprocess.run(cmd, check=True)
-    OUT.mkdir(exist_ok=True)
+    shutil.rmtree(OUT, ignore_errors=True)  # only what the device needs travels
+    OUT.mkdir()
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
         for spec in specs:

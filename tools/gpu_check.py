@@ -296,8 +296,6 @@ def _tests(a, dynamic: bool, comfy: Path, timeout: float) -> dict:
             rc, out = 124, f"timed out after {timeout:.0f} s"
         res = {"part": "tests", "dynamic_asked": dynamic, "exit": rc, **_test_runner()._counts(junit),
                "wall_s": round(time.perf_counter() - t0, 1)}
-        header = [ln for ln in out.splitlines() if ln.startswith("ComfyUI ")]
-        res["header"] = header[0] if header else None
         if metrics.is_file():
             res["metrics"] = json.loads(metrics.read_text())
         if rc != 0:
@@ -318,13 +316,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dynamic", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.child:  # ComfyUI (and aimdo) set up before anything touches CUDA in this process
+        print(json.dumps(CHILDREN[a.child](a)), flush=True)
+        return 0
     import torch
 
     cuda = torch.cuda.is_available() and a.device != "cpu"
     a.size = a.size or ("full" if cuda else "small")
-    if a.child:
-        print(json.dumps(CHILDREN[a.child](a)), flush=True)
-        return 0
 
     t0 = time.perf_counter()
     comfy = _comfy_tree(a)

@@ -56,6 +56,9 @@ def ckpts(tmp_path_factory):
 def models(ckpts):
     """Base and fine-tune through the pack's loader with ComfyUI's own choice of dtype and patcher."""
     base, ft = load_dynamicrafter(ckpts[0]).model, load_dynamicrafter(ckpts[1]).model
+    import comfy_inproc
+
+    record("setup", {k: comfy_inproc.STATE.get(k) for k in ("comfy_version", "device", "dynamic_vram")})
     record("device", str(mm.get_torch_device()))
     record("weight_dtype", str(base.model.get_dtype()))
     record("patcher", type(base).__name__ + (" (dynamic VRAM)" if is_dynamic(base) else ""))
