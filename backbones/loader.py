@@ -1,6 +1,7 @@
 """Build ComfyUI objects (MODEL, CLIP, VAE, CLIP_VISION) from a DynamiCrafter checkpoint."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -108,7 +109,11 @@ def build_clip(text_sd: dict[str, torch.Tensor]):
             "hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": max(1, width // 64),
             "intermediate_size": int(clip_sd[f"clip_h.transformer.text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
             "projection_dim": width}
-    clip = comfy.sd.CLIP(target, parameters=comfy.utils.calculate_parameters(clip_sd), model_options=model_options)
+    params = comfy.utils.calculate_parameters(clip_sd)
+    if "state_dict" in inspect.signature(comfy.sd.CLIP.__init__).parameters:
+        # 0.33+: CLIP loads its weights and then the encoder to the GPU at construction (as core loaders do)
+        return comfy.sd.CLIP(target, parameters=params, model_options=model_options, state_dict=clip_sd)
+    clip = comfy.sd.CLIP(target, parameters=params, model_options=model_options)
     m, u = clip.load_sd(clip_sd, full_model=True)
     m = [k for k in m if not k.endswith(("position_ids", "logit_scale", "text_projection.weight"))]
     if m:
