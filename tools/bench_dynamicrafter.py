@@ -13,7 +13,6 @@ CPU: ``--cpu``).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -34,27 +33,14 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "tools"))
-    import host
+    import comfy_inproc
 
-    comfy_dir = Path(os.environ.get("I2V_COMFY_DIR") or host.ensure_host()[0])
-    sys.path.insert(0, str(comfy_dir))
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
-
+    comfy_inproc.bootstrap("cpu" if args.cpu else "auto", dynamic_vram=None)
     import torch
-    comfy.cli_args.args.cpu = args.cpu or not torch.cuda.is_available()
+
     import comfy.model_management as mm
     import comfy.sample
     import comfy.ldm.modules.attention as attention
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("i2v_motion", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["i2v_motion"] = pack
-    spec.loader.exec_module(pack)
     from i2v_motion.backbones.dynamicrafter_unet import UNetConfig
     from i2v_motion.backbones.fixtures import unet_state_dict
     from i2v_motion.backbones.loader import build_model

@@ -16,7 +16,6 @@ memory on GPU. Run with the host python: ``.host/venv/bin/python tools/bench_lay
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -71,29 +70,15 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "tools"))
-    comfy_dir = os.environ.get("I2V_COMFY_DIR")
-    if not comfy_dir:
-        import host
+    import comfy_inproc
 
-        comfy_dir = str(host.ensure_host()[0])
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
+    comfy_inproc.bootstrap(args.device, dynamic_vram=None)
     import torch
 
-    comfy.cli_args.args.cpu = args.device == "cpu"
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
     import nodes as comfy_nodes
-
-    spec = importlib.util.spec_from_file_location("i2v_motion", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["i2v_motion"] = pack
-    spec.loader.exec_module(pack)
     from i2v_motion import layout as L
     from i2v_motion.nodes import layout as N
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,29 +35,12 @@ MIB = 1024 ** 2
 
 
 def _bootstrap(cpu: bool, threads: int | None):
-    """Import ComfyUI and this pack (as ``i2v_motion``) in this process."""
-    if threads:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+    """Import ComfyUI and this pack (as ``i2v_motion``) in this process (ComfyUI's own dynamic-VRAM default)."""
     sys.path.insert(0, str(REPO / "tools"))
-    comfy_dir = os.environ.get("I2V_COMFY_DIR")
-    if not comfy_dir:
-        import host
-        comfy_dir = str(host.ensure_host()[0])
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
+    import comfy_inproc
+
+    comfy_inproc.bootstrap("cpu" if cpu else "auto", dynamic_vram=None, threads=threads)
     import torch
-    comfy.cli_args.args.cpu = cpu or not torch.cuda.is_available()
-    if threads:
-        torch.set_num_threads(threads)
-    import comfy.model_management  # noqa: F401
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("i2v_motion", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["i2v_motion"] = pack
-    spec.loader.exec_module(pack)
     return torch
 
 

@@ -14,7 +14,6 @@ tests on the 0.33 host with only the device's packages + the bundle importable).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import shutil
 import subprocess

@@ -292,7 +292,7 @@ def _tests(a, dynamic: bool, comfy: Path, timeout: float) -> dict:
         try:
             p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
             rc, out = p.returncode, p.stdout + p.stderr
-        except subprocess.TimeoutExpired as e:
+        except subprocess.TimeoutExpired:
             rc, out = 124, f"timed out after {timeout:.0f} s"
         res = {"part": "tests", "dynamic_asked": dynamic, "exit": rc, **_test_runner()._counts(junit),
                "wall_s": round(time.perf_counter() - t0, 1)}
