@@ -9,7 +9,9 @@ class I2VMotionExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .nodes import all_nodes
+        from .nodes.merging import clean_bake_partials
 
+        clean_bake_partials()  # what bakes killed mid-way left behind (both hosts call this at start-up)
         return all_nodes()
 
 

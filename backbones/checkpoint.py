@@ -78,6 +78,9 @@ def _torch_load_weights_only(path: str) -> object:
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
             raise CheckpointError(f"{os.path.basename(path)}: cannot read it as a PyTorch checkpoint — "
                                   f"truncated or corrupt? ({_first_line(e)})") from None
+        except Exception as e:  # torch's unpickler on text or other non-pickle data (IndexError, ValueError, ...)
+            raise CheckpointError(f"{os.path.basename(path)}: not a PyTorch checkpoint (its content is not a pickle "
+                                  f"torch can read: {type(e).__name__})") from None
     raise CheckpointError(f"{os.path.basename(path)}: too many non-tensor objects in its pickle")
 
 

@@ -6,7 +6,8 @@ import torch
 import comfy.model_management
 import comfy.utils
 
-MAX_FRAMES = 256
+from ..limits import MAX_FRAMES
+
 
 
 def check_size(width: int, height: int, length: int, interp: bool = False) -> None:

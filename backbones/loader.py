@@ -5,6 +5,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import comfy.supported_models
 import comfy.utils
 
 from ..compat import ensure_skipped_params_patched, is_dynamic, new_model_patcher
+from ..guards import ensure_guards
 from .checkpoint import CheckpointError, Parts, detect_unet_config, guess_variant, read_state_dict, split_parts
 from .model import VARIANTS, DynamiCrafterConfig
 
@@ -41,13 +43,17 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     ``dtype``: storage dtype of the weights (None: ComfyUI picks for the device); fp8 dtypes store in fp8
     and compute in the device's dtype (ComfyUI's manual cast), as its own diffusion-model loader does;
     ``fp8_optimizations`` is that loader's ``fp8_e4m3fn_fast`` (fp8 matmuls where the GPU has them)."""
-    cfg = detect_unet_config(unet_sd, name, meta)
+    try:
+        cfg = detect_unet_config(unet_sd, name, meta)
+    except KeyError as e:
+        raise CheckpointError(f"{name}: the UNet/Resampler is incomplete: tensor {e.args[0]!r} is missing") from None
     if variant == "auto":
         variant = guess_variant(cfg, name)
     if variant not in VARIANTS:
         raise CheckpointError(f"unknown variant {variant!r}; expected one of auto, {', '.join(VARIANTS)}")
     if VARIANTS[variant].name == "256" and not cfg.image_cross_attention_scale_learnable:
-        log.warning("%s: variant 256 chosen but the weights have no attn2.alpha (they look like 512/1024)", name)
+        raise CheckpointError(f"{name}: variant 256 was chosen but the weights are a 512/1024/interp model (no "
+                              f"learnable attn2.alpha, which the 256 model has); choose auto, 512, 1024 or 512_interp")
     if variant != "256" and cfg.image_cross_attention_scale_learnable:
         raise CheckpointError(f"{name}: weights are the 256 model (attn2.alpha present) but variant {variant} was chosen")
     cfg.default_fs = VARIANTS[variant].default_fs
@@ -61,14 +67,11 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     if fp8_optimizations:
         model_config.optimizations["fp8"] = True
     model = model_config.get_model(unet_sd, "", device=mm.unet_inital_load_device(params, dtype))
-    missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
+    missing, unexpected = _load_checked(model.diffusion_model, unet_sd, name, "UNet/Resampler")
     if missing:
         raise CheckpointError(f"{name}: {len(missing)} UNet/Resampler weights missing, such as {missing[:4]}")
     if unexpected:
         log.warning("%s: %d unexpected UNet keys ignored, such as %s", name, len(unexpected), unexpected[:4])
-    for k, v in unet_sd.items():
-        if k.endswith("attn2.alpha") and not torch.isfinite(v).all():
-            raise CheckpointError(f"{name}: non-finite weight {k}")
     model.requires_grad_(False)  # inference only; also keeps kernel choice stable across patch/unpatch cycles
     # CoreModelPatcher like core loaders: dynamic VRAM where ComfyUI enables it (0.33+ on NVIDIA)
     offload_device = mm.unet_offload_device()
@@ -79,7 +82,48 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     # image_proj_model.latents and attn2.alpha sit on modules with children, which ComfyUI's loaders do
     # not patch; this callback applies their patches (LoRAs, core merges, this pack's merges) on load.
     ensure_skipped_params_patched(patcher)
+    ensure_guards(patcher)  # NaN/Inf weights or results are errors, not a black video
     return patcher
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)")
+
+
+def _shape_error(e: Exception, name: str, part: str) -> CheckpointError | None:
+    """torch's size-mismatch dump as one sentence naming the tensors, or None for other errors."""
+    found = _SIZE_MISMATCH.findall(str(e))
+    if not found:
+        return None
+    listed = "; ".join(f"{k}: file {a}, expected {b}" for k, a, b in found[:3])
+    more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
+    return CheckpointError(f"{name}: the {part} weights do not fit the architecture their other tensors describe — "
+                           f"{len(found)} tensor(s) have another shape: {listed}{more}. The file is damaged or mixes "
+                           f"models.")
+
+
+def _load_checked(module: torch.nn.Module, sd: dict, name: str, part: str):
+    try:
+        return module.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        err = _shape_error(e, name, part)
+        if err is None:
+            raise
+        raise err from None
+
+
+def check_finite(sd: dict[str, torch.Tensor], name: str) -> None:
+    """CheckpointError naming the tensors of ``sd`` that hold NaN or Inf."""
+    bad = []
+    for k, v in sd.items():
+        if v.is_floating_point() and v.numel():
+            t = v if v.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) else v.float()
+            if not bool(torch.isfinite(t).all()):
+                bad.append(k)
+    if bad:
+        more = f" (+{len(bad) - 4} more)" if len(bad) > 4 else ""
+        raise CheckpointError(f"{name}: non-finite values (NaN/Inf) in {len(bad)} tensor(s): {', '.join(bad[:4])}{more}; "
+                              f"the file is damaged (re-download it, or re-bake the merge with smaller coefficients)")
 
 
 def build_vae(vae_sd: dict[str, torch.Tensor]):
@@ -151,6 +195,53 @@ def build_clip_vision(vision_sd: dict[str, torch.Tensor]):
     return cv
 
 
+def _part(build, sd: dict, name: str, part: str):
+    """Build one part; a missing key or a shape that does not fit becomes a CheckpointError naming it."""
+    try:
+        return build(sd)
+    except KeyError as e:
+        raise CheckpointError(f"{name}: the {part} is incomplete: tensor {e.args[0]!r} is missing "
+                              f"({len(sd)} {part} tensors found)") from None
+    except RuntimeError as e:
+        err = _shape_error(e, name, part)
+        if err is None:
+            raise
+        raise err from None
+
+
+_OPENCLIP_BLOCK = ("ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+                   "attn.out_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+                   "mlp.c_proj.weight", "mlp.c_proj.bias")
+
+
+def _require_openclip(sd: dict, prefix: str, top: tuple[str, ...], name: str, part: str) -> None:
+    """CheckpointError naming the first tensor an OpenCLIP tower (top-level + every block found) lacks."""
+    layers = sorted({int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.", k))})
+    if not layers:
+        raise CheckpointError(f"{name}: the {part} is incomplete: no transformer blocks under {prefix}transformer.resblocks")
+    need = [prefix + k for k in top] + [f"{prefix}transformer.resblocks.{i}.{k}" for i in range(layers[-1] + 1)
+                                        for k in _OPENCLIP_BLOCK]
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise CheckpointError(f"{name}: the {part} is incomplete: tensor {missing[0]!r} is missing"
+                              + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def _check_vision(vision_sd: dict, unet_sd: dict, name: str) -> None:
+    """DynamiCrafter needs OpenCLIP ViT-H/14's 257 tokens (224 px, patch 14) of the Resampler's input width."""
+    p = "embedder.model.visual." if any(k.startswith("embedder.model.visual.") for k in vision_sd) else "embedder.model."
+    conv, pos = vision_sd.get(p + "conv1.weight"), vision_sd.get(p + "positional_embedding")
+    _require_openclip(vision_sd, p, ("conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight",
+                                     "ln_pre.bias"), name, "CLIP vision tower")
+    if conv.ndim != 4 or tuple(conv.shape[1:]) != (3, 14, 14) or pos.shape[0] != 257:
+        raise CheckpointError(f"{name}: the CLIP vision tower is not OpenCLIP ViT-H/14 (patch 14, 257 positions = "
+                              f"224 px): conv1 {tuple(conv.shape)}, positional_embedding {tuple(pos.shape)}")
+    proj_in = unet_sd.get("image_proj_model.proj_in.weight")
+    if proj_in is not None and proj_in.shape[1] != conv.shape[0]:
+        raise CheckpointError(f"{name}: the CLIP vision tower is {conv.shape[0]} wide but the Resampler takes "
+                              f"{proj_in.shape[1]}-wide tokens")
+
+
 def load_dynamicrafter(path: str, variant: str = "auto", dtype: torch.dtype | None = None,
                        fp8_optimizations: bool = False) -> Loaded:
     """Load a DynamiCrafter checkpoint: MODEL always; CLIP, VAE, CLIP_VISION where the file holds them."""
@@ -158,10 +249,19 @@ def load_dynamicrafter(path: str, variant: str = "auto", dtype: torch.dtype | No
     sd, meta = read_state_dict(path)
     parts: Parts = split_parts(sd, name)
     del sd
-    if variant == "auto":
-        variant = guess_variant(detect_unet_config(parts.unet, name, meta), name)
+    check_finite({**parts.unet, **parts.vae, **parts.text, **parts.vision}, name)
+    if parts.vision:
+        _check_vision(parts.vision, parts.unet, name)
+    if parts.text:
+        _require_openclip(parts.text, "cond_stage_model.model.", ("token_embedding.weight", "positional_embedding",
+                                                                  "ln_final.weight", "ln_final.bias"), name, "text encoder")
     model = build_model(parts.unet, variant, name, meta, dtype, fp8_optimizations)
-    vae = build_vae(parts.vae) if parts.vae else None
-    clip = build_clip(parts.text) if parts.text else None
-    cv = build_clip_vision(parts.vision) if parts.vision else None
-    return Loaded(model, clip, vae, cv, variant)
+    vae = _part(build_vae, parts.vae, name, "VAE") if parts.vae else None
+    if vae is not None:
+        missing = [k for k in vae.first_stage_model.state_dict() if k not in parts.vae]
+        if missing:
+            raise CheckpointError(f"{name}: the VAE is incomplete: tensor {missing[0]!r} is missing"
+                                  + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    clip = _part(build_clip, parts.text, name, "text encoder") if parts.text else None
+    cv = _part(build_clip_vision, parts.vision, name, "CLIP vision tower") if parts.vision else None
+    return Loaded(model, clip, vae, cv, model.model.variant.name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .boxes import (INTERPOLATIONS, SIZE_SPACES, KeyBox, Layout, LayoutObject, box_area, box_iou, clip_boxes,
                     interpolate_keys, layout_from_masks, layout_to_dict, make_object, mask_bbox, merge_layouts,
                     parse_layout, visibility, with_frames)
-from .cases import Case, list_cases, load_case, load_image, make_example_cases
+from .cases import Case, PathRefused, confine, list_cases, load_case, load_image, make_example_cases
 from .draw import draw_layout
 from .guide import FILLS, compose_latents, composite_guide, fill_region, latent_grow, make_plate, warp_box
 from .masks import box_masks, layout_mask, object_masks, region_masks, soft_union
@@ -26,5 +26,5 @@ __all__ = [
     "crop_box", "objectness", "track_template", "work_size_for",
     "ssim", "masked_ssim", "psnr", "background_consistency", "afterimage_score", "object_consistency",
     "trajectory_adherence", "evaluate_layout",
-    "draw_layout", "list_cases", "load_case", "load_image", "make_example_cases",
+    "draw_layout", "list_cases", "load_case", "load_image", "make_example_cases", "PathRefused", "confine",
 ]

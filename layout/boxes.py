@@ -19,7 +19,7 @@ log = logging.getLogger("i2v_motion.layout")
 INTERPOLATIONS: tuple[str, ...] = ("linear", "ease_in_out", "catmull_rom")
 SIZE_SPACES: tuple[str, ...] = ("log", "linear")
 COORD_MIN, COORD_MAX = -1.0, 2.0
-MAX_FRAMES = 4096
+MAX_FRAMES = 256  # the pack's one frame limit (``limits.MAX_FRAMES``); layout/ stays importable on its own
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,15 @@ A case folder holds one ``<name>.json`` per case::
     {"image": "ball_roll.png", "caption": "a striped ball rolls to the right", "frames": 16,
      "interpolation": "linear", "objects": [{"phrase": "striped ball", "boxes": [[0, x0, y0, x1, y1], ...]}]}
 
-``image`` is relative to the JSON file. Objects may carry ``"kind"``/``"colour"``: how
-:func:`make_example_cases` drew them (ignored by the loader).
+``image`` is relative to the JSON file and must lie in the case folder (links are resolved first); a case
+folder given to the nodes must lie inside an allowed root (ComfyUI's input folder, the shipped cases), see
+:func:`confine`. Objects may carry ``"kind"``/``"colour"``: how :func:`make_example_cases` drew them (ignored
+by the loader).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,29 @@ class Case:
     layout: Layout
     caption: str
     path: Path
+
+
+class PathRefused(ValueError):
+    """A path outside the folders a node may read; the message reveals nothing about the path."""
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def confine(path: str | Path, roots: list[str | Path], what: str,
+            where: str = "ComfyUI's input folder or the pack's shipped layout cases") -> Path:
+    """``path`` resolved (links followed) if it lies inside one of ``roots``; else :class:`PathRefused`.
+
+    The refusal is the same whether or not the path exists, so a node's errors cannot probe the disk."""
+    real = os.path.realpath(os.path.expanduser(str(path)))
+    for r in roots:
+        if _inside(real, os.path.realpath(str(r))):
+            return Path(real)
+    raise PathRefused(f"{what} must be inside {where}")
 
 
 def list_cases(folder: str | Path) -> list[str]:
@@ -66,15 +92,20 @@ def load_case(folder: str | Path, name: str | int) -> Case:
         raise ValueError(f"case {name!r}: {path.name} is malformed at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if not isinstance(data, dict) or "image" not in data:
         raise ValueError(f"case {name!r}: {path.name} needs an 'image' file name")
-    img_path = path.parent / str(data["image"])
+    image = str(data["image"])
+    img_path = confine(path.parent / image, [path.parent], f"case {name!r}: its image", "its case folder")
     if not img_path.is_file():
-        raise ValueError(f"case {name!r}: image {str(img_path)!r} not found")
+        raise ValueError(f"case {name!r}: image {image!r} not found in the case folder")
     try:
         layout = parse_layout(data)
     except ValueError as e:
         raise ValueError(f"case {name!r}: {e}") from None
     caption = str(data.get("caption", ""))
-    return Case(name, load_image(img_path), layout, caption, path)
+    try:
+        img = load_image(img_path)
+    except (OSError, ValueError):  # PIL: UnidentifiedImageError is an OSError
+        raise ValueError(f"case {name!r}: {image!r} is not a readable image (PNG, JPEG, WebP)") from None
+    return Case(name, img, layout, caption, path)
 
 
 # --------------------------------------------------------------------------------------------------

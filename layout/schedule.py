@@ -65,7 +65,8 @@ class LayoutDenoiseMask:
 
     ``regions`` is ``[3, T, h, w]`` (object, vacated, background; a partition of unity) at latent size.
     Frames-as-batch latents ``[B, C, h, w]`` need ``B`` to be a multiple of ``T``; video latents
-    ``[B, C, T, h, w]`` are supported too. Masks are resized if the latent size differs.
+    ``[B, C, T, h, w]`` are supported too. A latent of another size than the masks is an error (the masks
+    were made for the guide latent, which is what must be sampled).
     """
 
     def __init__(self, regions: torch.Tensor, schedule: RegionSchedule) -> None:
@@ -91,7 +92,8 @@ class LayoutDenoiseMask:
             reg = self.regions
             H, W = shape[-2:]
             if (H, W) != (h, w):
-                reg = torch.nn.functional.interpolate(reg, size=(H, W), mode="bilinear", align_corners=False)
+                raise ValueError(f"the sampled latent is {W}x{H} but the layout regions were made for {w}x{h} (the "
+                                 f"guide latent): sample the LATENT that Layout Masked Denoise returns")
             if len(shape) == 5:  # [B, C, T, H, W]
                 if shape[2] != T:
                     raise ValueError(f"video latent has {shape[2]} frames but the layout has {T}")

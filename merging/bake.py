@@ -42,17 +42,62 @@ def _nbytes(dtype: torch.dtype, shape: Iterable[int]) -> int:
     return n * torch.empty((), dtype=dtype).element_size()
 
 
+PARTIAL_SUFFIX = ".i2v-partial"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_partials(folder: str) -> list[str]:
+    """Delete the temporary files of bakes whose process is gone (a crash or kill -9); returns their paths.
+
+    Temporary files are ``.<name>.<pid>.i2v-partial`` beside the target; a running bake's file is kept."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for n in names:
+        if not (n.startswith(".") and n.endswith(PARTIAL_SUFFIX)):
+            continue
+        try:
+            pid = int(n[: -len(PARTIAL_SUFFIX)].rsplit(".", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            try:
+                os.remove(os.path.join(folder, n))
+                removed.append(os.path.join(folder, n))
+            except OSError:
+                pass
+    return removed
+
+
 class StreamingSafetensorsWriter:
     """Write a .safetensors file tensor by tensor, in a declared order, to ``path`` (atomically).
 
     ``entries``: ``(name, dtype, shape)`` in write order. ``write`` must be called in that order with
-    matching tensors; ``close`` renames the temporary file into place. Use as a context manager.
+    matching tensors; ``close`` renames the temporary file into place. Use as a context manager. The
+    temporary file is hidden and carries the writer's pid (``.<name>.<pid>.i2v-partial``), so a bake killed
+    mid-way leaves nothing a loader lists, and :func:`clean_stale_partials` removes it at the next start.
     """
 
     def __init__(self, path: str, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
                  metadata: dict[str, str] | None = None):
         self.path = path
-        self.tmp = path + ".partial"
+        folder, base = os.path.split(os.path.abspath(path))
+        self.tmp = os.path.join(folder, f".{base}.{os.getpid()}{PARTIAL_SUFFIX}")
         self.entries = list(entries)
         header: dict = {}
         if metadata:

@@ -22,6 +22,7 @@ import comfy.model_patcher
 from comfy.weight_adapter import WeightAdapterBase
 
 from ..compat import ensure_skipped_params_patched
+from ..guards import ensure_guards
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
 from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge, trim_top_k
@@ -159,7 +160,8 @@ class TaskVector:
         return n
 
     def describe(self) -> dict:
-        return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **self.info}
+        info = {k: v for k, v in self.info.items() if k != "skipped_keys"}
+        return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **info}
 
     def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
         """τ for one key: a new float32 tensor on ``device`` (owned by the caller)."""
@@ -169,13 +171,23 @@ class TaskVector:
         return ft.sub_(base)
 
 
+def describe_model(m: comfy.model_patcher.ModelPatcher) -> str:
+    """A short name of what a MODEL is, for messages naming both sides of a mismatch."""
+    variant = getattr(m.model, "variant", None)
+    if variant is not None:
+        return f"DynamiCrafter {variant.name}"
+    return type(m.model).__name__
+
+
 def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher,
-                     preset: str = "all", regex: str = "", *, check_finite: bool = True) -> TaskVector:
+                     preset: str = "all", regex: str = "", *, check_finite: bool = True,
+                     allow_partial: bool = False) -> TaskVector:
     """Validate two models and build the task vector over the keys selected by ``preset``/``regex``.
 
-    Errors (ValueError, naming keys): different model classes or mostly disjoint keys, a filter that
-    selects nothing, different shapes for a key, non-finite weights. Keys present in only one model
-    are skipped with a warning.
+    Errors (ValueError, naming keys and both models): different model classes or variants, mostly disjoint
+    keys, a filter that selects nothing, different shapes for a key, non-finite weights, and keys present in
+    only one model — unless ``allow_partial``, which merges the shared keys and records the skipped ones in
+    ``info["skipped_keys"]``.
     """
     for name, m in (("base", base), ("finetune", finetune)):
         if not isinstance(m, comfy.model_patcher.ModelPatcher):
@@ -184,6 +196,11 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
     if cb is not cf:
         raise ValueError(f"models of different architectures: base is {cb.__module__}.{cb.__name__}, "
                          f"fine-tune is {cf.__module__}.{cf.__name__}")
+    vb, vf = getattr(base.model, "variant", None), getattr(finetune.model, "variant", None)
+    if vb is not None and vf is not None and vb.v_prediction != vf.v_prediction and not allow_partial:
+        raise ValueError(f"base is {describe_model(base)} ({'v' if vb.v_prediction else 'eps'}-prediction) but the "
+                         f"fine-tune is {describe_model(finetune)} ({'v' if vf.v_prediction else 'eps'}-prediction): "
+                         f"a task vector needs two variants of one model (e.g. DynamiCrafter 512 and its CIL fine-tune)")
     key_filter = KeyFilter(preset, regex or "")
     bshapes = diffusion_param_keys(base)
     fshapes = diffusion_param_keys(finetune)
@@ -194,7 +211,14 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
             f"models of different architectures: only {len(common)} of {len(bshapes)} base / {len(fshapes)} "
             f"fine-tune diffusion-model keys are shared (base-only e.g.: {_listing(only_b, 5)})")
     pred = key_filter.predicate(list(bshapes) + [k for k in fshapes if k not in bshapes])
-    absent = [k for k in bshapes if k not in fshapes and pred(k)] + [k for k in fshapes if k not in bshapes and pred(k)]
+    only_b = [k for k in bshapes if k not in fshapes and pred(k)]
+    only_f = [k for k in fshapes if k not in bshapes and pred(k)]
+    absent = only_b + only_f
+    if absent and not allow_partial:
+        sides = "; ".join(f"only the {side} ({describe_model(m)}) has {len(ks)}, e.g. {_listing(ks, 3)}"
+                          for side, m, ks in (("base", base, only_b), ("fine-tune", finetune, only_f)) if ks)
+        raise ValueError(f"the models differ in {len(absent)} selected weight(s): {sides}. They are different "
+                         f"variants or architectures; turn on allow_partial to merge only the shared weights")
     if absent:
         log.warning("task vector: %d selected key(s) exist in only one model and are skipped: %s",
                     len(absent), _listing(absent))
@@ -221,6 +245,7 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
         "base_fingerprint": model_fingerprint(base, keys),
         "finetune_fingerprint": model_fingerprint(finetune, keys),
         "skipped_absent_keys": len(absent),
+        "skipped_keys": absent,
     }
     return TaskVector(base, finetune, key_filter, keys, base_refs, ft_refs, {k: bshapes[k] for k in keys}, info)
 
@@ -394,6 +419,7 @@ def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comf
     if len(added) != len(keys):
         raise RuntimeError(f"ComfyUI accepted {len(added)} of {len(keys)} merge patches")
     ensure_skipped_params_patched(out)
+    ensure_guards(out)
     return out
 
 
@@ -439,6 +465,7 @@ def apply_task_vectors(model: comfy.model_patcher.ModelPatcher, task_vectors: Se
 def edg_experts(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher, *,
                 alpha_d: float = 0.25, beta_d: float = 0.75, alpha_c: float = 1.0, beta_c: float = 0.25,
                 p: float = 0.7, seed: int = 0, keep_1d: bool = True, preset: str = "all", regex: str = "",
+                allow_partial: bool = False,
                 ) -> tuple[comfy.model_patcher.ModelPatcher, comfy.model_patcher.ModelPatcher, TaskVector]:
     """EDG dynamics and control experts from a base and a fine-tune (lazily), plus their task vector.
 
@@ -451,7 +478,7 @@ def edg_experts(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_pa
     for n, v in (("alpha_d", alpha_d), ("beta_d", beta_d), ("alpha_c", alpha_c), ("beta_c", beta_c)):
         if not torch.isfinite(torch.tensor(float(v))):
             raise ValueError(f"{n} must be finite, got {v}")
-    tv = make_task_vector(base, finetune, preset, regex)
+    tv = make_task_vector(base, finetune, preset, regex, allow_partial=allow_partial)
     common = {"p": p, "seed": int(seed), "keep_1d": bool(keep_1d), "task_vector": tv.describe()}
     dyn_recipe = {"node": "I2VMotion_EDGExperts", "expert": "dynamics", "alpha_d": float(alpha_d),
                   "beta_d": float(beta_d), **common,

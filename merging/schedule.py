@@ -50,6 +50,7 @@ from comfy.patcher_extension import WrappersMP
 
 from ..compat import (ensure_skipped_params_patched, is_dynamic, lowvram_slot, mark_module_dirty, patch_compute_dtype,
                       string_to_seed)
+from ..guards import ensure_guards
 
 log = logging.getLogger("i2v_motion.schedule")
 
@@ -220,6 +221,7 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
     else:
         out.add_wrapper_with_key(WrappersMP.APPLY_MODEL, SCHEDULE_KEY, _apply_model_wrapper)
     ensure_skipped_params_patched(out)  # non-leaf parameters (the Resampler's latents) in every phase
+    ensure_guards(out)
     log.info("expert schedule: %s", sched.describe())
     return out
 

@@ -12,6 +12,8 @@ import torch
 from comfy_api.latest import io
 
 from .. import layout as L
+from ..guards import ensure_guards
+from ..limits import MAX_SIDE, check_alloc, nbytes
 
 log = logging.getLogger("i2v_motion.layout")
 
@@ -158,8 +160,8 @@ class LayoutToMask(io.ComfyNode):
             description="Per-frame MASK [T, H, W] of the layout: object boxes, vacated or background region.",
             inputs=[
                 LayoutType.Input("layout", tooltip="A layout."),
-                io.Int.Input("width", default=512, min=1, max=16384, tooltip="Mask width in pixels."),
-                io.Int.Input("height", default=320, min=1, max=16384, tooltip="Mask height in pixels."),
+                io.Int.Input("width", default=512, min=1, max=MAX_SIDE, tooltip="Mask width in pixels."),
+                io.Int.Input("height", default=320, min=1, max=MAX_SIDE, tooltip="Mask height in pixels."),
                 io.Combo.Input("region", options=["objects", "vacated", "background", "source"], default="objects",
                                tooltip="objects: boxes at each frame; vacated: source boxes the objects have left; "
                                        "background: everything else; source: frame-0 boxes on every frame."),
@@ -176,6 +178,9 @@ class LayoutToMask(io.ComfyNode):
     @classmethod
     def execute(cls, layout: L.Layout, width: int, height: int, region: str, object_index: int, feather: float,
                 grow: float) -> io.NodeOutput:
+        # per-object masks, their union and the region split: (objects + 5) float planes per frame
+        check_alloc(nbytes((len(layout.objects) + 5, layout.frames, height, width)),
+                    f"Layout to Mask at {width}x{height} x {layout.frames} frames", hint="lower width/height")
         if region == "objects":
             objs = None if object_index < 0 else [object_index]
             return io.NodeOutput(L.layout_mask(layout, height, width, feather, grow, objs))
@@ -207,6 +212,9 @@ class LayoutPreview(io.ComfyNode):
     def execute(cls, images: torch.Tensor, layout: L.Layout, line_width: int, show_path: bool,
                 show_labels: bool) -> io.NodeOutput:
         T = layout.frames
+        # the frames (repeated), their uint8 copies for drawing and the result
+        check_alloc(3 * nbytes((T,) + tuple(images.shape[1:])), f"Layout Preview of {T} frames at "
+                    f"{images.shape[2]}x{images.shape[1]}", hint="preview a smaller image")
         if images.shape[0] == 1:
             images = images.repeat(T, 1, 1, 1)
         elif images.shape[0] != T:
@@ -214,21 +222,42 @@ class LayoutPreview(io.ComfyNode):
         return io.NodeOutput(L.draw_layout(images, layout, line_width, show_path, show_labels))
 
 
-def _resolve_folder(folder: str) -> Path:
-    if not folder.strip():
-        return CASES_DIR
-    p = Path(folder.strip()).expanduser()
-    if p.is_absolute():
-        return p
-    try:
-        import folder_paths
+def _case_roots() -> list[Path]:
+    """Where Load Layout Case may read: ComfyUI's input folder and the shipped cases."""
+    import folder_paths
 
-        cand = Path(folder_paths.get_input_directory()) / p
-        if cand.is_dir():
-            return cand
-    except Exception:  # noqa: BLE001 - folder_paths is optional outside a server
-        pass
-    return PACK_DIR / p
+    return [Path(folder_paths.get_input_directory()), CASES_DIR]
+
+
+def _resolve_folder(folder: str) -> Path:
+    """The case folder: empty = shipped cases; relative = inside the input folder (then the pack); confined to
+    :func:`_case_roots` (absolute paths and ``..`` that leave them are refused)."""
+    text = folder.strip()
+    if not text:
+        return CASES_DIR
+    roots = _case_roots()
+    p = Path(text).expanduser()
+    cands = [p] if p.is_absolute() else [roots[0] / p, PACK_DIR / p]
+    what = f"layout case folder {text!r}"
+    for cand in cands:
+        try:
+            real = L.confine(cand, roots, what)
+        except L.PathRefused:
+            continue
+        if real.is_dir():
+            return real
+    if all(_refused(c, roots, what) for c in cands):
+        raise L.PathRefused(f"{what} must be inside ComfyUI's input folder or the pack's shipped layout cases "
+                            f"(give a folder relative to input/, or leave it empty for the shipped cases)")
+    raise ValueError(f"{what} not found in ComfyUI's input folder")
+
+
+def _refused(path: Path, roots: list[Path], what: str) -> bool:
+    try:
+        L.confine(path, roots, what)
+        return False
+    except L.PathRefused:
+        return True
 
 
 class LayoutCaseLoader(io.ComfyNode):
@@ -242,8 +271,9 @@ class LayoutCaseLoader(io.ComfyNode):
                         "a folder; empty folder = the cases shipped in example_workflows/layout_cases.",
             inputs=[
                 io.String.Input("folder", default="",
-                                tooltip="Case folder: absolute, or relative to ComfyUI's input folder (then to this "
-                                        "pack); empty = the shipped example cases."),
+                                tooltip="Case folder inside ComfyUI's input folder (relative to it; or the pack's "
+                                        "example_workflows/layout_cases); empty = the shipped example cases. Folders "
+                                        "elsewhere are refused."),
                 io.Int.Input("index", default=0, min=0, max=100000,
                              tooltip="Which case, in sorted name order (ignored when name is set)."),
                 io.String.Input("name", default="", tooltip="Case name (JSON file stem); empty = use index."),
@@ -254,10 +284,10 @@ class LayoutCaseLoader(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, folder: str, index: int, name: str) -> str:
-        p = _resolve_folder(folder)
         try:
+            p = _resolve_folder(folder)
             return ";".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(p.iterdir()))
-        except OSError:
+        except (OSError, ValueError):
             return ""
 
     @classmethod
@@ -304,6 +334,9 @@ class LayoutGuide(io.ComfyNode):
         src = _source_chw(image)
         H, W = src.shape[-2:]
         T = layout.frames
+        # guide frames, per-object warped colour and alpha, the plate, the IMAGE copy: ~17 planes per frame
+        check_alloc(nbytes((17, T, H, W)), f"Layout Guide Video of {T} frames at {W}x{H}",
+                    hint="use a smaller image (the I2V size, e.g. 512x320)")
         plate_chw = None
         if plate is not None:
             if tuple(plate.shape[1:3]) != (H, W):
@@ -387,6 +420,11 @@ class LayoutMaskedDenoise(io.ComfyNode):
             raise ValueError(f"guide latent has {frames} frames but the layout has {T}")
         if reference is not None:
             ref = reference["samples"]
+            ref_frames = ref.shape[0] if ref.ndim == 4 else ref.shape[2] if ref.ndim == 5 else None
+            if ref_frames is not None and ref_frames != frames:
+                raise ValueError(f"frame-count mismatch: the layout and its guide latent have {frames} frames but the "
+                                 f"reference (conditioning) latent has {ref_frames}; set the layout's frames (Layout from "
+                                 f"JSON) or the I2V node's length so they agree")
             if tuple(ref.shape) != tuple(samples.shape):
                 raise ValueError(
                     f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
@@ -402,6 +440,7 @@ class LayoutMaskedDenoise(io.ComfyNode):
             log.warning("the model already has a denoise-mask function (e.g. Differential Diffusion); the layout "
                         "schedule replaces it")
         m.set_model_denoise_mask_function(fn)
+        ensure_guards(m)
         out = {k: v for k, v in guide_latent.items() if k != "noise_mask"}
         mask = L.static_mask(regions)
         out["noise_mask"] = mask if samples.ndim == 4 else mask[None, :, 0][:, None]

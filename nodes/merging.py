@@ -14,7 +14,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
-from ..merging.bake import OUT_DTYPES, bake_model
+from ..merging.bake import OUT_DTYPES, bake_model, clean_stale_partials
 from ..merging.filters import PRESET_HELP, PRESETS
 from ..merging.patches import METHODS, apply_task_vectors, edg_experts, make_task_vector
 
@@ -31,11 +31,25 @@ _REGEX_TIP = ("Regular expression searched in ModelPatcher keys (e.g. 'input_blo
               "'custom' preset it is the filter; with another preset it narrows it further (AND). Empty: no narrowing.")
 
 
-def _filter_inputs() -> list:
-    return [
+def _filter_inputs(partial: bool = False) -> list:
+    out = [
         io.Combo.Input("filter", options=list(PRESETS), default="all", tooltip=_FILTER_TIP),
         io.String.Input("regex", default="", multiline=False, tooltip=_REGEX_TIP),
     ]
+    if partial:
+        out.append(io.Boolean.Input(
+            "allow_partial", default=False, optional=True,
+            tooltip="Off: models whose selected weights differ (another variant, e.g. 256 vs 512) are an error. On: "
+                    "merge only the weights both have; the skipped ones are listed on the node."))
+    return out
+
+
+def _skipped_report(tv) -> str | None:
+    skipped = tv.info.get("skipped_keys") or []
+    if not skipped:
+        return None
+    shown = "\n".join(skipped[:20]) + (f"\n… +{len(skipped) - 20} more" if len(skipped) > 20 else "")
+    return f"allow_partial: {len(skipped)} weight(s) exist in only one model and were skipped:\n{shown}"
 
 
 def _dare_inputs(default_p: float) -> list:
@@ -64,17 +78,18 @@ class TaskVector(io.ComfyNode):
                 io.Model.Input("base", tooltip="The model the fine-tune started from (e.g. DynamiCrafter 512)."),
                 io.Model.Input("finetune",
                                tooltip="The fine-tuned model (e.g. DynamiCrafter-CIL-512); same architecture."),
-                *_filter_inputs(),
+                *_filter_inputs(partial=True),
             ],
             outputs=[TaskVectorType.Output(display_name="task_vector",
                                            tooltip="Task vector for Apply Task Vectors.")],
         )
 
     @classmethod
-    def execute(cls, base, finetune, filter: str = "all", regex: str = "") -> io.NodeOutput:
-        tv = make_task_vector(base, finetune, filter, regex)
+    def execute(cls, base, finetune, filter: str = "all", regex: str = "", allow_partial: bool = False) -> io.NodeOutput:
+        tv = make_task_vector(base, finetune, filter, regex, allow_partial=allow_partial)
         log.info("task vector: %d keys, %.1f M parameters (%s)", len(tv), tv.num_params / 1e6, filter)
-        return io.NodeOutput(tv)
+        report = _skipped_report(tv)
+        return io.NodeOutput(tv, ui=ui.PreviewText(report)) if report else io.NodeOutput(tv)
 
 
 class ApplyTaskVectors(io.ComfyNode):
@@ -146,7 +161,7 @@ class EDGExperts(io.ComfyNode):
                 io.Float.Input("beta_c", default=0.25, min=-10.0, max=10.0, step=0.01,
                                tooltip="Control expert: scale β_c of the DARE'd task vector θ_ft − θ_base."),
                 *_dare_inputs(0.7),
-                *_filter_inputs(),
+                *_filter_inputs(partial=True),
             ],
             outputs=[io.Model.Output("dynamics", display_name="dynamics",
                                      tooltip="Dynamics expert (use for the high-noise steps, t ≥ 500)."),
@@ -157,18 +172,38 @@ class EDGExperts(io.ComfyNode):
     @classmethod
     def execute(cls, base, finetune, alpha_d: float = 0.25, beta_d: float = 0.75, alpha_c: float = 1.0,
                 beta_c: float = 0.25, p: float = 0.7, seed: int = 0, keep_1d: bool = True, filter: str = "all",
-                regex: str = "") -> io.NodeOutput:
-        dyn, con, _ = edg_experts(base, finetune, alpha_d=alpha_d, beta_d=beta_d, alpha_c=alpha_c, beta_c=beta_c,
-                                  p=p, seed=seed, keep_1d=keep_1d, preset=filter, regex=regex)
-        return io.NodeOutput(dyn, con)
+                regex: str = "", allow_partial: bool = False) -> io.NodeOutput:
+        dyn, con, tv = edg_experts(base, finetune, alpha_d=alpha_d, beta_d=beta_d, alpha_c=alpha_c, beta_c=beta_c,
+                                   p=p, seed=seed, keep_1d=keep_1d, preset=filter, regex=regex,
+                                   allow_partial=allow_partial)
+        report = _skipped_report(tv)
+        return io.NodeOutput(dyn, con, ui=ui.PreviewText(report)) if report else io.NodeOutput(dyn, con)
 
 
 def _bake_dir(folder: str) -> str:
+    """output/, or models/diffusion_models (ComfyUI lists models/unet first for that folder name)."""
     if folder == "output":
         return folder_paths.get_output_directory()
     if folder == "diffusion_models":
-        return folder_paths.get_folder_paths("diffusion_models")[0]
+        paths = folder_paths.get_folder_paths("diffusion_models")
+        named = [p for p in paths if os.path.basename(os.path.normpath(p)) == "diffusion_models"]
+        return (named or paths)[0]
     raise ValueError(f"folder must be one of {', '.join(BAKE_FOLDERS)}; got {folder!r}")
+
+
+def clean_bake_partials() -> list[str]:
+    """Remove what bakes killed mid-way left in the bake folders (run when the pack loads and before a bake)."""
+    removed = []
+    for folder in BAKE_FOLDERS:
+        try:
+            root = _bake_dir(folder)
+        except Exception:  # noqa: BLE001 - folder_paths not configured (outside a server)
+            continue
+        for dirpath, _dirs, _files in os.walk(root):
+            removed += clean_stale_partials(dirpath)
+    for path in removed:
+        log.info("removed the temporary file of an interrupted bake: %s", path)
+    return removed
 
 
 class BakeMerged(io.ComfyNode):
@@ -200,9 +235,19 @@ class BakeMerged(io.ComfyNode):
     @classmethod
     def execute(cls, model, filename_prefix: str = "i2v_motion/merged", folder: str = "output",
                 dtype: str = "keep") -> io.NodeOutput:
+        prefix = filename_prefix.strip()
+        if not prefix or os.path.basename(prefix.replace("\\", "/")) in ("", ".", ".."):
+            raise ValueError(f"filename_prefix {filename_prefix!r} has no file name: give e.g. 'i2v_motion/merged'")
         out_dir = _bake_dir(folder)
-        full_dir, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        try:
+            full_dir, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
+        except OSError as e:
+            raise ValueError(f"cannot write to {os.path.join(out_dir, os.path.dirname(prefix))}: "
+                             f"{e.strerror or e}") from None
+        except Exception as e:  # ComfyUI refuses prefixes that leave the folder
+            raise ValueError(f"filename_prefix {filename_prefix!r}: {e}") from None
         path = os.path.join(full_dir, f"{filename}_{counter:05}_.safetensors")
+        clean_stale_partials(full_dir)
         extra = {}
         prompt = getattr(getattr(cls, "hidden", None), "prompt", None)
         if prompt is not None and not args.disable_metadata:
@@ -213,8 +258,14 @@ class BakeMerged(io.ComfyNode):
         def progress(i: int, n: int) -> None:
             pbar.update_absolute(i, n)
 
-        summary = bake_model(model, path, out_dtype=dtype, extra_metadata=extra, device=device, progress=progress,
-                             check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        try:
+            summary = bake_model(model, path, out_dtype=dtype, extra_metadata=extra, device=device, progress=progress,
+                                 check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        except PermissionError:
+            raise ValueError(f"cannot write to {full_dir}: permission denied; choose the other folder or a writable "
+                             f"location for ComfyUI's {folder} folder") from None
+        except OSError as e:
+            raise ValueError(f"cannot write {os.path.basename(path)} to {full_dir}: {e.strerror or e}") from None
         msg = f"baked {summary['tensors']} tensors ({summary['bytes'] / 2**30:.2f} GiB) to {path}"
         log.info(msg)
         return io.NodeOutput(path, ui=ui.PreviewText(msg))

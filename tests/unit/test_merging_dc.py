@@ -180,9 +180,13 @@ def test_256_alpha_and_cross_variant_keys(ckpts, caplog):
         torch.testing.assert_close(w[k], b[k] + 0.1875 * (b[k] - f[k]), rtol=0, atol=1e-6)
         assert not torch.equal(w[k], b[k])
     b512 = load(ckpts["base"])
+    # another variant is an error naming both sides, unless allow_partial (then the skipped keys are reported)
+    with pytest.raises(ValueError, match=r"DynamiCrafter 512 .*DynamiCrafter 256|v-prediction.*eps-prediction"):
+        make_task_vector(b512, f256)
     with caplog.at_level(logging.WARNING, logger="i2v_motion.merging"):
-        tv = make_task_vector(b512, f256)
+        tv = make_task_vector(b512, f256, allow_partial=True)
     assert "attn2.alpha" in caplog.text and not any(k.endswith("attn2.alpha") for k in tv.keys)
+    assert len(tv.info["skipped_keys"]) == 16 and all(k.endswith("attn2.alpha") for k in tv.info["skipped_keys"])
 
 
 def test_dynamicrafter_vs_svd_is_an_error(dc):

@@ -346,11 +346,13 @@ def test_bad_inputs_fail_clearly(models, caplog):
         edg_experts(base, bad)
     assert "out.2.bias" in str(e.value)
     assert base.patches == {}
-    # keys in only one model are skipped with a warning naming them
+    # keys in only one model: an error naming them, or (allow_partial) skipped with a warning naming them
     extra = tiny_svd(1, perturb_of=0)
     extra.model.diffusion_model.out.register_parameter("extra_scale", torch.nn.Parameter(torch.ones(3)))
+    with pytest.raises(ValueError, match=r"only the fine-tune \(SVD_img2vid\) has 1, e\.g\. diffusion_model\.out\.extra_scale"):
+        make_task_vector(base, extra)
     with caplog.at_level(logging.WARNING, logger="i2v_motion.merging"):
-        tv = make_task_vector(base, extra)
+        tv = make_task_vector(base, extra, allow_partial=True)
     assert "diffusion_model.out.extra_scale" in caplog.text and "diffusion_model.out.extra_scale" not in tv.keys
     # a model of another architecture
     sd15 = comfy.supported_models.SD15({"model_channels": 32, "in_channels": 4, "out_channels": 4,

@@ -1,0 +1,375 @@
+"""The bad-input catalogue (issue 11): every case a user or a shared workflow can send, through the real loading
+and node code, with what the user must see. A server-level subset runs over HTTP in
+``tests/integration/test_reliability_http.py``.
+
+| case | what the user sees (the test asserts the gist) | test |
+|---|---|---|
+| Load Layout Case folder outside input/ (absolute, ``..``), existing or not | "... must be inside ComfyUI's input folder or the pack's shipped layout cases", identical for both | test_case_folder_outside_is_refused_alike |
+| a case JSON in input/ naming an image outside its folder | "case 'x': its image must be inside ...", identical whether the file exists | test_case_image_outside_is_refused_alike |
+| a case image that is not an image | "case 'x': 'x.png' is not a readable image" (no absolute path) | test_case_image_unreadable |
+| non-finite checkpoint tensor (UNet, VAE) | "<file>: non-finite values (NaN/Inf) in N tensor(s): <keys>" | test_nonfinite_checkpoint |
+| a NaN-producing merge (weight ±10, DARE p 0.999) | "sampling produced NaN/Inf ...; likely cause: merge coefficients ..." | test_nan_merge_is_an_error |
+| a NaN weight patched in after loading | "non-finite values (NaN/Inf) in 1 weight(s) of the loaded model: <key>" | test_nonfinite_weight_stops_before_sampling |
+| 512 weights forced to variant 256 | "variant 256 was chosen but the weights are a 512/1024/interp model" | test_variant_mismatch |
+| Task Vector / EDG Experts between 256 and 512 | error naming both models; allow_partial lists the skipped weights on the node | test_merge_across_variants |
+| layout frames ≠ I2V latent frames; sampled latent of another size | "frame-count mismatch ..." / "the sampled latent is WxH but the layout regions were made for ..." | test_layout_frame_and_size_mismatch |
+| Layout to Mask 8192² × 256, guide / preview of 256 frames at 2048² | "... would need about N GiB of memory, more than the M free in RAM", before allocating | test_allocations_refused_with_estimate |
+| more than 256 frames anywhere | "... 1..256" (one frame limit) | test_one_frame_limit |
+| a text file named .pt | "<file>: not a PyTorch checkpoint ..." | test_text_file_as_checkpoint |
+| keys deleted (Resampler, VAE, text encoder) | "<file>: the <part> is incomplete: tensor '<key>' is missing" | test_missing_keys_named |
+| wrong-shape UNet / VAE tensor | "<file>: the <part> weights do not fit ...: <key>: file [..], expected [..]" | test_wrong_shapes_named |
+| wrong-shape vision conv1 | "<file>: the CLIP vision tower is not OpenCLIP ViT-H/14 ..." | test_wrong_vision_tower |
+| unknown combo values (0.3.75 does not check V3 combos) | "<Node>: <input> = '<value>' is not one of its choices: ..." | test_unknown_combo_values |
+| bake: empty prefix, unwritable target, diffusion_models folder | "filename_prefix '' has no file name" / "cannot write ..." / writes models/diffusion_models | test_bake_prefix_folder_and_write_errors |
+| kill -9 during a bake | a hidden ``.<name>.<pid>.i2v-partial`` no loader lists, removed at the next start | test_killed_bake_leaves_nothing_visible |
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import folder_paths
+from i2v_motion import layout as L
+from i2v_motion.backbones import fixtures
+from i2v_motion.backbones.checkpoint import CheckpointError
+from i2v_motion.backbones.loader import load_dynamicrafter
+from i2v_motion.guards import NonFiniteError
+from i2v_motion.limits import MAX_FRAMES
+from i2v_motion.merging import apply_task_vectors, edg_experts, make_task_vector
+from i2v_motion.merging.bake import clean_stale_partials
+from i2v_motion.nodes import all_nodes
+from i2v_motion.nodes import backbone as NB
+from i2v_motion.nodes import layout as NL
+from i2v_motion.nodes import merging as NM
+
+REPO = Path(__file__).resolve().parents[2]
+NO_ENCODERS = dict(with_vae=False, with_clip=False, with_clip_vision=False)
+
+
+def _out(o):
+    return o.result if hasattr(o, "result") else o
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="module")
+def full_ckpt(ckpt_dir) -> Path:
+    return Path(fixtures.make_tiny_checkpoint(str(ckpt_dir / "full.safetensors"), seed=0))
+
+
+def _variant(path: Path, dest: Path, edit) -> Path:
+    sd = load_file(str(path))
+    edit(sd)
+    save_file(sd, str(dest))
+    return dest
+
+
+@pytest.fixture
+def input_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "input"
+    d.mkdir()
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(d))
+    return d
+
+
+# ------------------------------------------------------------------------------------------ file reads
+
+def test_case_folder_outside_is_refused_alike(input_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"image": "x.png"}')
+    msgs = []
+    for folder in (str(outside), str(tmp_path / "no_such_dir"), "../outside", "../../../../etc", "/etc"):
+        with pytest.raises(L.PathRefused) as e:
+            NL.LayoutCaseLoader.execute(folder, 0, "")
+        msgs.append(str(e.value).replace(repr(folder), "<folder>"))
+        assert "secret" not in str(e.value) and "json" not in str(e.value)
+    assert len(set(msgs)) == 1, msgs  # existing and missing places look the same
+    # inside input/ works, and so does the shipped default
+    shutil_copy_case(input_dir / "mine")
+    assert _out(NL.LayoutCaseLoader.execute("mine", 0, ""))[3] == "ball_roll"
+    assert _out(NL.LayoutCaseLoader.execute("", 0, "two_boats"))[3] == "two_boats"
+
+
+def shutil_copy_case(dest: Path, name: str = "ball_roll") -> Path:
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for ext in (".json", ".png"):
+        shutil.copy(NL.CASES_DIR / f"{name}{ext}", dest / f"{name}{ext}")
+    return dest
+
+
+def test_case_image_outside_is_refused_alike(input_dir, tmp_path):
+    real = tmp_path / "outside.png"
+    import shutil
+
+    shutil.copy(NL.CASES_DIR / "ball_roll.png", real)
+    case = input_dir / "cases"
+    case.mkdir()
+    msgs = []
+    for image in (str(real), "../../outside.png", str(tmp_path / "missing.png"), "/etc/passwd"):
+        (case / "evil.json").write_text('{"image": %s, "objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.2, 0.2]]}]}'
+                                        % json_str(image))
+        with pytest.raises(L.PathRefused) as e:
+            NL.LayoutCaseLoader.execute("cases", 0, "evil")
+        msgs.append(str(e.value))
+    assert len(set(msgs)) == 1 and "outside.png" not in msgs[0] and "passwd" not in msgs[0], msgs
+
+
+def json_str(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+def test_case_image_unreadable(input_dir):
+    case = shutil_copy_case(input_dir / "bad")
+    (case / "ball_roll.png").write_text("not an image")
+    with pytest.raises(ValueError, match=r"case 'ball_roll': 'ball_roll.png' is not a readable image") as e:
+        NL.LayoutCaseLoader.execute("bad", 0, "")
+    assert str(input_dir) not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ garbage as success
+
+def test_nonfinite_checkpoint(full_ckpt, ckpt_dir):
+    def nan_unet(sd):
+        sd["model.diffusion_model.input_blocks.1.0.in_layers.2.weight"][0, 0, 0, 0] = float("nan")
+
+    def inf_vae(sd):
+        sd["first_stage_model.decoder.conv_out.weight"][0, 0, 0, 0] = float("inf")
+
+    for name, edit, key in (("nan_unet", nan_unet, "input_blocks.1.0.in_layers.2.weight"),
+                            ("inf_vae", inf_vae, "decoder.conv_out.weight")):
+        path = _variant(full_ckpt, ckpt_dir / f"{name}.safetensors", edit)
+        with pytest.raises(CheckpointError, match=rf"{name}\.safetensors: non-finite values \(NaN/Inf\) in 1 tensor\(s\): .*{key}"):
+            load_dynamicrafter(str(path))
+
+
+@pytest.fixture(scope="module")
+def pair(ckpt_dir):
+    a = fixtures.make_tiny_checkpoint(str(ckpt_dir / "a.safetensors"), seed=0, **NO_ENCODERS)
+    b = fixtures.make_tiny_checkpoint(str(ckpt_dir / "b.safetensors"), seed=1, **NO_ENCODERS)
+    return load_dynamicrafter(a).model, load_dynamicrafter(b).model
+
+
+def _sample(model):
+    import test_device_runs as D
+
+    return D._ksampler(model, D._cond())
+
+
+def test_nan_merge_is_an_error(pair):
+    base, ft = pair
+    tv = make_task_vector(base, ft)
+    for w, p in ((10.0, 0.999), (-10.0, 0.0)):
+        m = apply_task_vectors(base, [tv], [w], method="dare" if p else "sum", p=p)
+        with pytest.raises(NonFiniteError, match=r"sampling produced NaN/Inf .*likely cause: merge coefficients"):
+            _sample(m)
+    assert torch.isfinite(_sample(apply_task_vectors(base, [tv], [0.5]))).all()  # sane weights: no error
+
+
+def test_nonfinite_weight_stops_before_sampling(pair):
+    base, _ = pair
+    key = "diffusion_model.out.2.weight"
+    bad = base.clone()
+    w = dict(base.model.named_parameters())[key]
+    bad.add_patches({key: (torch.full_like(w, float("nan")),)}, 1.0)
+    steps = []
+    with pytest.raises(NonFiniteError, match=rf"in 1 weight\(s\) of the loaded model: {key}"):
+        import test_device_runs as D
+
+        pos, neg, latent = D._cond()
+        import comfy.sample
+
+        comfy.sample.sample(bad, torch.zeros_like(latent["samples"]), 2, 1.0, "euler", "simple", pos, neg,
+                            latent["samples"], callback=lambda *a: steps.append(1), disable_pbar=True)
+    assert steps == []  # stopped before the first step
+
+
+# ------------------------------------------------------------------------------------------ mismatches
+
+def test_variant_mismatch(full_ckpt):
+    with pytest.raises(CheckpointError, match="variant 256 was chosen but the weights are a 512/1024/interp model"):
+        load_dynamicrafter(str(full_ckpt), variant="256")
+
+
+def test_merge_across_variants(ckpt_dir, pair):
+    base512, _ = pair
+    f256 = load_dynamicrafter(fixtures.make_tiny_checkpoint(str(ckpt_dir / "f256.safetensors"), variant="256",
+                                                            seed=1, **NO_ENCODERS)).model
+    for node_call in (lambda **kw: NM.TaskVector.execute(base512, f256, "all", "", **kw),
+                      lambda **kw: NM.EDGExperts.execute(base512, f256, **kw)):
+        with pytest.raises(ValueError, match=r"DynamiCrafter 512 .*DynamiCrafter 256"):
+            node_call()
+        out = node_call(allow_partial=True)
+        text = str(out.ui.as_dict())
+        assert "16 weight(s) exist in only one model" in text and "attn2.alpha" in text
+
+
+def test_layout_frame_and_size_mismatch():
+    import test_layout_pipeline as P
+
+    lay = L.parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3], [15, 0.5, 0.5, 0.7, 0.7]]}]}',
+                         frames=16)
+    guide = {"samples": torch.zeros(16, 4, 8, 8)}
+    model = P.tiny_model()
+    with pytest.raises(ValueError, match=r"frame-count mismatch: .* 16 frames but the reference .* has 24"):
+        NL.LayoutMaskedDenoise.execute(model, guide, lay, 0.4, 0.8, 0.9, 1.0, 1.0, {"samples": torch.zeros(24, 4, 8, 8)})
+    m, latent = _out(NL.LayoutMaskedDenoise.execute(model, guide, lay, 0.4, 0.8, 0.9, 1.0, 1.0))
+    fn = m.model_options["denoise_mask_function"]
+    with pytest.raises(ValueError, match=r"the sampled latent is 16x16 but the layout regions were made for 8x8"):
+        fn.mask_for(0.0, (16, 4, 16, 16))
+
+
+# ------------------------------------------------------------------------------------------ sizes
+
+def test_allocations_refused_with_estimate():
+    import resource
+
+    lay = L.parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3]]}]}', frames=MAX_FRAMES)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"Layout to Mask at 8192x8192 x 256 frames would need about [\d.]+ (GiB|TiB)"):
+        NL.LayoutToMask.execute(lay, 8192, 8192, "objects", -1, 0.0, 0.0)
+    img = torch.zeros(1, 4096, 4096, 3)  # estimates of 292 / 154 GiB: refused on any machine
+    with pytest.raises(ValueError, match=r"Layout Guide Video of 256 frames at 4096x4096 would need about"):
+        NL.LayoutGuide.execute(img, lay, None, 8.0, 4.0, "diffuse")
+    with pytest.raises(ValueError, match=r"Layout Preview of 256 frames at 4096x4096 would need about"):
+        NL.LayoutPreview.execute(img, lay, 2, True, True)
+    assert time.perf_counter() - t0 < 30
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 512, f"refusals allocated {grown_mib:.0f} MiB"  # the 192 MiB image is the test's own
+
+
+def test_one_frame_limit():
+    with pytest.raises(ValueError, match=rf"1\.\.{MAX_FRAMES}"):
+        L.parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3]]}]}', frames=MAX_FRAMES + 1)
+    schema_max = {}
+    for node in all_nodes():
+        for inp in node.define_schema().inputs:
+            if inp.id in ("frames", "length") and getattr(inp, "max", None) is not None:
+                schema_max[f"{node.__name__}.{inp.id}"] = inp.max
+    assert schema_max and set(schema_max.values()) == {MAX_FRAMES}, schema_max
+
+
+# ------------------------------------------------------------------------------------------ loader messages
+
+def test_text_file_as_checkpoint(ckpt_dir):
+    p = ckpt_dir / "notes.pt"
+    p.write_text("these are my notes, not weights\n" * 20)
+    with pytest.raises(CheckpointError, match=r"notes\.pt: not a PyTorch checkpoint"):
+        load_dynamicrafter(str(p))
+
+
+@pytest.mark.parametrize("key, part", [("image_proj_model.proj_out.weight", "UNet/Resampler"),
+                                       ("first_stage_model.decoder.conv_out.weight", "VAE"),
+                                       ("cond_stage_model.model.ln_final.weight", "text encoder")])
+def test_missing_keys_named(full_ckpt, ckpt_dir, key, part):
+    path = _variant(full_ckpt, ckpt_dir / "missing.safetensors", lambda sd: sd.pop(key))
+    leaf = key.rsplit(".", 2)[-2] + "." + key.rsplit(".", 1)[-1]
+    with pytest.raises(CheckpointError, match=rf"missing\.safetensors: the {part} is incomplete: tensor '[\w.]*{leaf}' is missing"):
+        load_dynamicrafter(str(path))
+
+
+@pytest.mark.parametrize("key, part", [("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", "UNet/Resampler"),
+                                       ("first_stage_model.decoder.conv_in.weight", "VAE")])
+def test_wrong_shapes_named(full_ckpt, ckpt_dir, key, part):
+    def edit(sd):
+        sd[key] = torch.zeros(tuple(sd[key].shape[:-1]) + (sd[key].shape[-1] + 2,))
+
+    path = _variant(full_ckpt, ckpt_dir / "shape.safetensors", edit)
+    rel = key.split("diffusion_model.", 1)[-1].split("first_stage_model.", 1)[-1]
+    with pytest.raises(CheckpointError, match=rf"shape\.safetensors: the {part} weights do not fit .*{rel}: file \["):
+        load_dynamicrafter(str(path))
+
+
+def test_wrong_vision_tower(full_ckpt, ckpt_dir):
+    def edit(sd):
+        sd["embedder.model.visual.conv1.weight"] = torch.zeros(64, 3, 16, 16)
+
+    path = _variant(full_ckpt, ckpt_dir / "vision.safetensors", edit)
+    with pytest.raises(CheckpointError, match=r"vision\.safetensors: the CLIP vision tower is not OpenCLIP ViT-H/14"):
+        load_dynamicrafter(str(path))
+
+
+def test_unknown_combo_values(pair):
+    all_nodes()  # the pack's entry point wraps every node's execute with the combo check
+    base, ft = pair
+    with pytest.raises(ValueError, match=r"LoadDynamiCrafter: variant = '2048' is not one of its choices: auto, 256"):
+        NB.LoadDynamiCrafter.execute(variant="2048", weight_dtype="default")
+    with pytest.raises(ValueError, match=r"ApplyTaskVectors: method = 'average' is not one of its choices: sum, dare"):
+        NM.ApplyTaskVectors.execute(base, make_task_vector(base, ft), 1.0, method="average")
+    with pytest.raises(ValueError, match=r"LayoutToMask: region = 'sky' is not one of its choices"):
+        NL.LayoutToMask.execute(layout=None, width=8, height=8, region="sky", object_index=-1, feather=0.0, grow=0.0)
+
+
+# ------------------------------------------------------------------------------------------ bakes
+
+def test_bake_prefix_folder_and_write_errors(pair, tmp_path, monkeypatch):
+    base, ft = pair
+    dyn, _, _ = edg_experts(base, ft, p=0.0)
+    out = tmp_path / "output"
+    unet, dm = tmp_path / "models" / "unet", tmp_path / "models" / "diffusion_models"
+    for d in (out, unet, dm):
+        d.mkdir(parents=True)
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(out))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusion_models",
+                        ([str(unet), str(dm)], folder_paths.supported_pt_extensions))
+    for bad in ("", "   ", "sub/", "sub/.."):
+        with pytest.raises(ValueError, match="has no file name"):
+            NM.BakeMerged.execute(dyn, bad, "output", "keep")
+    path = _out(NM.BakeMerged.execute(dyn, "i2v/m", "diffusion_models", "keep"))[0]
+    assert Path(path).parent == dm / "i2v" and not any(unet.rglob("*.safetensors"))
+    (out / "blocked").write_text("a file where the bake wants a folder")
+    with pytest.raises(ValueError, match=r"cannot write"):
+        NM.BakeMerged.execute(dyn, "blocked/m", "output", "keep")
+    assert not [p for p in out.rglob("*") if p.name.endswith(".i2v-partial")]
+
+
+def test_killed_bake_leaves_nothing_visible(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO / 'tools')!r}); sys.path.insert(0, {str(REPO / 'tests' / 'unit')!r})
+        import comfy_inproc; comfy_inproc.bootstrap("cpu", dynamic_vram=False)
+        from test_merging_svd import tiny_svd
+        from i2v_motion.merging import bake_model
+        m = tiny_svd(0)
+        print("ready", flush=True)
+        bake_model(m, {str(target / 'm.safetensors')!r}, progress=lambda i, n: time.sleep(0.05))
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.time() + 60
+        while not list(target.glob(".*.i2v-partial")) and time.time() < deadline:
+            time.sleep(0.05)
+        partial = list(target.glob(".*.i2v-partial"))
+        assert partial, "the bake never started writing"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert partial[0].exists() and not list(target.glob("*.safetensors"))  # nothing a loader would list
+    mine = target / f".x.safetensors.{os.getpid()}.i2v-partial"
+    mine.write_bytes(b"a bake of this process, in progress")
+    removed = clean_stale_partials(str(target))
+    assert [Path(p) for p in removed] == partial and mine.exists()
