@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Peak memory of the largest legal request of each node that allocates in proportion to its inputs.
+
+Each request runs in its own process (peak RSS is per process): the schema maxima (256 frames, the largest
+side each input allows), which the node either refuses with its estimate before allocating or runs, and a
+16-frame request at the same size, which runs — its measured peak next to the node's own estimate shows the
+estimate is an upper bound of the right size. Prints a table and one JSON line.
+
+Usage: ``.host/0.33/venv/bin/python tools/bench_limits.py`` (or the 0.3.75 venv).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+CASES = [
+    # (node, frames, width, height)
+    ("LayoutToMask", 256, 8192, 8192), ("LayoutToMask", 256, 2048, 2048), ("LayoutToMask", 16, 2048, 2048),
+    ("LayoutGuide", 256, 2048, 2048), ("LayoutGuide", 16, 2048, 2048),
+    ("LayoutPreview", 256, 2048, 2048), ("LayoutPreview", 16, 2048, 2048),
+    ("DynamiCrafterImageToVideo", 256, 2048, 2048), ("LayoutMaskedDenoise", 256, 2048, 2048),
+]
+
+
+def child(node: str, frames: int, width: int, height: int) -> dict:
+    import comfy_inproc
+    import procmem
+
+    comfy_inproc.bootstrap("cpu", dynamic_vram=False)
+    import torch
+    from i2v_motion import layout as L
+    from i2v_motion.limits import nbytes
+    from i2v_motion.nodes import backbone as NB
+    from i2v_motion.nodes import layout as NL
+
+    lay = L.parse_layout('{"objects": [{"phrase": "a", "boxes": [[0, 0.1, 0.1, 0.3, 0.3], [%d, 0.6, 0.5, 0.9, 0.9]]},'
+                         ' {"phrase": "b", "boxes": [[0, 0.5, 0.1, 0.7, 0.3]]}]}' % (frames - 1), frames=frames)
+    image = torch.rand(1, height, width, 3) if node != "LayoutToMask" else None
+    estimate = {"LayoutToMask": nbytes((len(lay.objects) + 5, frames, height, width)),
+                "LayoutGuide": nbytes((17, frames, height, width)),
+                "LayoutPreview": 3 * nbytes((frames, height, width, 3))}.get(node)
+    base = procmem.status()["VmHWM"]
+    procmem.reset_peak()
+    t0 = time.perf_counter()
+    outcome, message = "ran", ""
+    try:
+        if node == "LayoutToMask":
+            NL.LayoutToMask.execute(lay, width, height, "objects", -1, 8.0, 0.0)
+        elif node == "LayoutGuide":
+            from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+            from i2v_motion.backbones.loader import load_dynamicrafter
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                vae = load_dynamicrafter(make_tiny_checkpoint(d + "/t.safetensors", with_clip=False,
+                                                              with_clip_vision=False)).vae
+            NL.LayoutGuide.execute(image, lay, vae, 8.0, 4.0, "diffuse")
+        elif node == "LayoutPreview":
+            NL.LayoutPreview.execute(image, lay, 2, True, True)
+        elif node == "DynamiCrafterImageToVideo":
+            from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+            from i2v_motion.backbones.loader import load_dynamicrafter
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                loaded = load_dynamicrafter(make_tiny_checkpoint(d + "/t.safetensors"))
+            cond = [[torch.zeros(1, 77, 64), {}]]
+            NB.DynamiCrafterImageToVideo.execute(cond, cond, loaded.vae, loaded.clip_vision, image, width, height,
+                                                 frames, 24)
+        elif node == "LayoutMaskedDenoise":
+            import test_layout_pipeline as P  # noqa: F401  (tests/unit on sys.path)
+
+            guide = {"samples": torch.zeros(frames, 4, height // 8, width // 8)}
+            NL.LayoutMaskedDenoise.execute(P.tiny_model(), guide, lay, 0.4, 0.8, 0.9, 1.0, 1.0)
+    except ValueError as e:
+        outcome, message = "refused", str(e)
+    secs = time.perf_counter() - t0
+    peak = procmem.status()["VmHWM"]
+    return {"node": node, "request": f"{frames} x {width}x{height}", "outcome": outcome, "seconds": round(secs, 2),
+            "peak_rss_mib": round(peak / 2 ** 20), "peak_over_start_mib": round(max(0, peak - base) / 2 ** 20),
+            "estimate_mib": None if estimate is None else round(estimate / 2 ** 20), "message": message[:160]}
+
+
+def main() -> int:
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        return 0
+    rows = []
+    env = None
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    sys.path.insert(0, str(TOOLS.parent / "tests" / "unit"))
+    for node, f, w, h in CASES:
+        p = subprocess.run([sys.executable, __file__, "--child", node, str(f), str(w), str(h)], capture_output=True,
+                           text=True, env={**env, "PYTHONPATH": str(TOOLS.parent / "tests" / "unit")}, timeout=1800)
+        line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("{")), None)
+        rows.append(json.loads(line) if line else {"node": node, "request": f"{f} x {w}x{h}", "outcome": "crashed",
+                                                   "message": p.stderr[-300:]})
+    print(f"{'node':28s} {'request':18s} {'outcome':8s} {'s':>6s} {'peak RSS':>9s} {'estimate':>9s}  message")
+    for r in rows:
+        est = f"{r['estimate_mib']} MiB" if r.get("estimate_mib") is not None else "-"
+        print(f"{r['node']:28s} {r['request']:18s} {r['outcome']:8s} {r.get('seconds', 0):6.2f} "
+              f"{r.get('peak_rss_mib', 0):5d} MiB {est:>9s}  {r.get('message', '')[:90]}")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
