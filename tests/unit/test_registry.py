@@ -176,7 +176,10 @@ def test_archive_holds_everything_the_pack_loads(packed):
     names = set(packed.namelist())
     for f in ("__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md"):
         assert f in names, f"{f} missing from the Registry archive"
-    # every module of the pack that is imported in this process (tests/conftest.py imported the whole pack)
+    # every module of the pack that ComfyUI imports: what listing its nodes loads in this process
+    import i2v_motion.nodes
+
+    assert i2v_motion.nodes.all_nodes()
     loaded = sorted({Path(m.__file__).resolve().relative_to(REPO).as_posix() for name, m in sys.modules.items()
                      if (name == "i2v_motion" or name.startswith("i2v_motion.")) and getattr(m, "__file__", None)})
     assert any(p.startswith("nodes/") for p in loaded), loaded
