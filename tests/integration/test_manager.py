@@ -52,6 +52,7 @@ PUBLIC_URL = "https://github.com/comfyui-i2v-motion/comfyui-i2v-motion"  # as RE
 DIR_NAME = "comfyui-i2v-motion"  # the folder the Manager clones it into (the URL's last part)
 NODE_PREFIX = "I2VMotion_"
 DEMO = "dynamicrafter_i2v.json"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MANAGER_LOG = re.compile(r"Install: |CLONE into|Using GitPython|Download: git clone|EXECUTE =>|^'pip'|skip black listed|"
                          r"Installation was successful|install script failed|Invalid git url|Already exists|"
                          r"Requirement already satisfied|Successfully installed|ERROR|network_mode|Legacy UI")
@@ -221,7 +222,7 @@ def test_manager_git_url_install_restart_run_disable_uninstall(manager_host, tmp
             except urllib.error.HTTPError as e:
                 status = e.code
             install_s = time.perf_counter() - t_install
-            manager_lines = [ln.rstrip() for ln in srv.log_text()[since:].splitlines()
+            manager_lines = [ANSI.sub("", ln).rstrip() for ln in srv.log_text()[since:].splitlines()
                              if ln.strip() and MANAGER_LOG.search(ln)]
         finally:
             srv.stop()
