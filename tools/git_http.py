@@ -28,7 +28,8 @@ def bare_mirror(repo: Path | str, dest: Path | str, include_worktree_changes: bo
     repo, dest = Path(repo), Path(dest)
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD")
     stash = git("stash", "create") if include_worktree_changes else ""

@@ -53,7 +53,7 @@ DIR_NAME = "comfyui-i2v-motion"  # the folder the Manager clones it into (the UR
 NODE_PREFIX = "I2VMotion_"
 DEMO = "dynamicrafter_i2v.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-MANAGER_LOG = re.compile(r"Install: |CLONE into|Using GitPython|Download: git clone|EXECUTE =>|^'pip'|skip black listed|"
+MANAGER_LOG = re.compile(r"Install: |CLONE into|Using GitPython|Download: git clone|EXECUTE =>|skip black listed|"
                          r"Installation was successful|install script failed|Invalid git url|Already exists|"
                          r"Requirement already satisfied|Successfully installed|ERROR|network_mode|Legacy UI")
 
@@ -158,6 +158,12 @@ def _write_manager_config(base: Path) -> Path:
     with open(path, "w") as f:
         cfg.write(f)
     return path
+
+
+def _read_ini(path: Path) -> dict:
+    cfg = configparser.ConfigParser(strict=False)
+    cfg.read(path)
+    return dict(cfg["default"]) if cfg.has_section("default") else {}
 
 
 def test_manager_git_url_install_restart_run_disable_uninstall(manager_host, tmp_path):
@@ -345,9 +351,3 @@ def test_manager_git_url_install_restart_run_disable_uninstall(manager_host, tmp
              f"{time.perf_counter() - t0:.1f} s")
     assert _torch_state(py) == torch_before
     note(f"total {time.perf_counter() - t_all:.1f} s")
-
-
-def _read_ini(path: Path) -> dict:
-    cfg = configparser.ConfigParser(strict=False)
-    cfg.read(path)
-    return dict(cfg["default"]) if cfg.has_section("default") else {}
