@@ -11,7 +11,8 @@ Library::
 ``--cpu`` is passed unless the python's torch sees CUDA (``cpu=`` forces it). Each server gets an
 isolated ``--base-directory`` (models/, input/, output/, temp/, user/,
 custom_nodes/ holding only a link to this pack), loads no other custom node pack
-(``--disable-all-custom-nodes --whitelist-custom-nodes comfyui-i2v-motion``), listens on a free
+(``--disable-all-custom-nodes --whitelist-custom-nodes comfyui-i2v-motion``; ``isolate=False`` drops those
+flags and loads whatever is in its ``custom_nodes/``, as a user's ComfyUI does), listens on a free
 127.0.0.1 port and logs to ``<base>/comfyui.log``. ``extra_model_dirs`` adds ComfyUI-style model roots
 (e.g. the host's own ``ComfyUI/models``) through a generated ``extra_model_paths.yaml``.
 
@@ -135,7 +136,7 @@ class ComfyServer:
                  base_dir: Path | str | None = None, port: int | None = None,
                  extra_model_dirs: Iterable[Path | str] = (), extra_args: Iterable[str] = (),
                  load_pack: bool = True, pack_dir: Path | str = REPO, env: dict | None = None,
-                 cpu: bool | None = None):
+                 cpu: bool | None = None, isolate: bool = True):
         if comfy_dir is None or python is None:
             import host  # tools/host.py
 
@@ -152,6 +153,7 @@ class ComfyServer:
         self.pack_dir = Path(pack_dir).resolve()
         self.env = env
         self.cpu = cpu
+        self.isolate = isolate
         self.proc: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
         self.start_seconds: float | None = None
@@ -194,8 +196,9 @@ class ComfyServer:
         args = (["--cpu"] if self.cpu else []) + ["--listen", "127.0.0.1", "--port", str(self.port),
                 "--base-directory", str(self.base_dir), "--output-directory", str(self.output_dir),
                 "--input-directory", str(self.input_dir), "--temp-directory", str(self.base_dir),
-                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
                 "--disable-auto-launch", "--preview-method", "none"]
+        if self.isolate:
+            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME]
         cli = (self.comfy_dir / "comfy" / "cli_args.py").read_text(errors="replace")
         if "--disable-api-nodes" in cli:
             args.append("--disable-api-nodes")

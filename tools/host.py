@@ -18,8 +18,14 @@ and (for trees that import torchaudio at start-up, 0.33) torchaudio's extension 
 ``COMFYUI_PATH`` names a user's own ComfyUI: used in place with ``COMFYUI_PYTHON`` (or the running python
 when it has torch; else a venv is built for that tree here).
 
-Usage: ``python3 tools/host.py [--host NAME|--tree PATH]`` prints ``COMFY_DIR PYTHON`` once ready;
-``--list`` prints the hosts available on this checkout.
+Test-only tools, never part of ``requirements.txt``: ``--extras`` installs a host's pinned extras into its venv
+(``tools/host-extras-NAME.txt``; for 0.33 the ComfyUI-Manager package its ``manager_requirements.txt`` names), with
+the host's constraints so nothing pinned there (torch above all) can change; ``--comfy-cli`` builds comfy-cli (the
+Registry's validator) in its own venv ``<host dir>/comfy-cli/venv`` from ``tools/comfy-cli-requirements.txt``. Both
+install from the wheelhouse, downloading into it only on the first run.
+
+Usage: ``python3 tools/host.py [--host NAME|--tree PATH] [--extras] [--comfy-cli]`` prints ``COMFY_DIR PYTHON`` once
+ready; ``--list`` prints the hosts available on this checkout.
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ TORCH = "torch==2.13.0"            # the CPU build that lies on these machines
 TORCHVISION = "torchvision==0.28.0"  # CUDA build: imports on CPU torch with the guard below
 TORCHAUDIO = "torchaudio==2.11.0"  # installed --no-deps; extension load guarded below
 DEFAULT_HOSTS = ("0.3.75", "0.33")
+COMFY_CLI_REQS = REPO / "tools" / "comfy-cli-requirements.txt"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,12 @@ class HostSpec:
     @property
     def dir(self) -> Path:
         return HOST_DIR / self.name
+
+    @property
+    def extras(self) -> Path | None:
+        """Pinned test-only extras for this host's venv (``tools/host-extras-NAME.txt``), if it has any."""
+        f = REPO / "tools" / f"host-extras-{self.name}.txt"
+        return f if f.is_file() else None
 
 
 def log(msg: str) -> None:
@@ -345,11 +358,81 @@ def ensure_host(name: str | None = None) -> tuple[Path, Path]:
     return comfy, py
 
 
+# --------------------------------------------------------------------------------------------------
+# test-only tools
+
+def _pip_offline_first(py: Path, args: list, label: str) -> None:
+    """``pip install`` ``args`` from the wheelhouse alone; on a miss, download into it once and retry offline."""
+    pip_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    WHEELS_DIR.mkdir(parents=True, exist_ok=True)
+    offline = [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELS_DIR, *args]
+    log(f"{label}: installing from the local wheelhouse")
+    if subprocess.run([str(c) for c in offline], env=pip_env, capture_output=True).returncode != 0:
+        log(f"{label}: wheelhouse incomplete (first run or new pins): downloading the missing wheels")
+        _run([py, "-m", "pip", "download", "-qq", "-d", WHEELS_DIR, *args], env=pip_env)
+        _run(offline, env=pip_env)
+
+
+def _freeze(py: Path) -> dict[str, str]:
+    out = subprocess.run([str(py), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
+    pins = {}
+    for line in out.splitlines():
+        if "==" in line:
+            name, ver = line.split("==", 1)
+            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+    return pins
+
+
+def ensure_extras(name: str) -> Path:
+    """Install host ``name``'s pinned test-only extras into its venv (once per pin set); returns its python.
+
+    The host's constraints apply, and the install is refused if any package that was already in the venv changed
+    version (e.g. a dependency that would replace torch)."""
+    spec = spec_for(name)
+    comfy, py = ensure_host(name)
+    if spec.extras is None:
+        raise SystemExit(f"host {spec.name} has no extras (no tools/host-extras-{spec.name}.txt)")
+    stamp = spec.dir / "extras-ready"
+    want = _sha256(spec.extras) + (_sha256(spec.constraints) if spec.constraints else "")
+    if stamp.is_file() and stamp.read_text() == want:
+        return py
+    before = _freeze(py)
+    cons = ["-c", spec.constraints] if spec.constraints and spec.constraints.is_file() else []
+    _pip_offline_first(py, ["-r", spec.extras, *cons], f"{spec.name} extras")
+    after = _freeze(py)
+    changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
+    if changed:
+        raise SystemExit(f"{spec.name} extras changed packages already in the venv: {changed}")
+    stamp.write_text(want)
+    return py
+
+
+def ensure_comfy_cli() -> Path:
+    """comfy-cli in its own venv ``<host dir>/comfy-cli/venv`` (pinned, from the wheelhouse); returns ``comfy``."""
+    root = HOST_DIR / "comfy-cli"
+    venv = root / "venv"
+    exe = venv / "bin" / "comfy"
+    stamp = root / "ready"
+    want = _sha256(COMFY_CLI_REQS)
+    if stamp.is_file() and stamp.read_text() == want and exe.exists():
+        return exe
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    py = venv / "bin" / "python"
+    if not py.exists():
+        _run([sys.executable, "-m", "venv", venv])
+    _pip_offline_first(py, ["-r", COMFY_CLI_REQS], "comfy-cli")
+    stamp.write_text(want)
+    return exe
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default=None, help="0.3.75 (default), 0.33, or a ComfyUI tree / .tar.gz path")
     ap.add_argument("--tree", default=None, help="a ComfyUI source tree or .tar.gz to build a host from")
     ap.add_argument("--list", action="store_true", help="print the default hosts and whether each is available")
+    ap.add_argument("--extras", action="store_true", help="also install the host's pinned test-only extras")
+    ap.add_argument("--comfy-cli", action="store_true", help="also build comfy-cli in its own venv, print its path")
     a = ap.parse_args(argv)
     if a.list:
         for h in DEFAULT_HOSTS:
@@ -357,7 +440,11 @@ def main(argv: list[str]) -> int:
             print(h, "available" if ok else f"unavailable: {why}")
         return 0
     c, p = ensure_host(a.tree or a.host)
+    if a.extras:
+        ensure_extras(a.tree or a.host or "0.3.75")
     print(c, p)
+    if a.comfy_cli:
+        print(ensure_comfy_cli())
     return 0
 
 

@@ -6,6 +6,8 @@ Hosts (``tools/host.py``): ComfyUI **0.3.75** (the floor, from PyPI) and **0.33*
 ``--host 0.33`` or ``I2V_HOSTS=0.33`` pick one; ``COMFYUI_PATH`` runs on that ComfyUI only. Each host's
 pytest runs with the host's python from the repository root with ``I2V_COMFY_DIR`` set; the summary lists
 passed/skipped/failed per host. Exits non-zero when any host fails; "no tests collected" counts as a failure.
+Test-only tools are bootstrapped first (``tools/host.py``): comfy-cli in its own venv, and each host's pinned
+extras (0.33: ComfyUI-Manager), from the wheelhouse after the first run.
 ``-m "not integration"`` skips the headless-server tests.
 """
 from __future__ import annotations
@@ -65,6 +67,11 @@ def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, 
         if not ok:
             return 0, 0.0, f"skipped: {why}"
     comfy, py = host.ensure_host(None if name == "COMFYUI_PATH" else name)
+    if name != "COMFYUI_PATH" and host.spec_for(name).extras is not None:
+        try:  # test-only tools (the 0.33 host: ComfyUI-Manager); the tests that need them report a failure
+            host.ensure_extras(name)
+        except (SystemExit, subprocess.CalledProcessError) as e:
+            print(f"[test] host {name}: installing its extras failed: {e}", file=sys.stderr, flush=True)
     print(f"[test] host {name} ready in {time.perf_counter() - t0:.1f} s: {comfy} ({py})", file=sys.stderr, flush=True)
     for mod in ("torch", "pytest"):
         if subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True).returncode != 0:
@@ -85,6 +92,10 @@ def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, 
 def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     names, pytest_args = _hosts(argv)
+    try:  # comfy-cli (the Registry's validator) in its own venv; tests/unit/test_registry.py reports a failure
+        host.ensure_comfy_cli()
+    except (SystemExit, subprocess.CalledProcessError) as e:
+        print(f"[test] building comfy-cli failed: {e}", file=sys.stderr, flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="i2v-test-") as tmp:
         for name in names:
