@@ -305,10 +305,17 @@ def apply_overrides(prompt: dict, overrides: dict | None) -> None:
             prompt[nid]["inputs"].update(values)
 
 
+EXPECT_DIR = Path(__file__).resolve().parent.parent / "tests" / "integration" / "expect"
+
+
 def load_expect(path: Path | str) -> dict:
-    """The ``<name>.expect.json`` sidecar of a workflow file ({} when absent); format in tests/integration."""
+    """The ``<name>.expect.json`` sidecar of a workflow ({} when absent; format in tests/integration): beside the
+    file, else in ``tests/integration/expect/`` (where the example workflows' sidecars live, so that
+    ``example_workflows/`` holds only loadable workflows — ComfyUI's template browser lists every .json there)."""
     path = Path(path)
     side = path.with_name(path.stem + ".expect.json")
+    if not side.is_file():
+        side = EXPECT_DIR / (path.stem + ".expect.json")
     return json.loads(side.read_text()) if side.is_file() else {}
 
 

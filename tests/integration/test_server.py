@@ -3,7 +3,9 @@
 Workflows run here: every ``example_workflows/*.json`` (UI format, converted with ``/object_info``)
 plus the stock-node harness checks in ``tests/integration/workflows/``.
 
-Expectations sidecar ``<name>.expect.json`` next to a workflow (required for a workflow to be run here):
+Expectations sidecar ``<name>.expect.json`` next to a workflow, or for the example workflows in
+``tests/integration/expect/`` (``example_workflows/`` holds only loadable workflows; required for a workflow
+to be run here):
 
 ``frames``, ``width``, ``height``
     What every animated image the workflow saves (e.g. ``SaveAnimatedWEBP``) holds when run as shipped
