@@ -571,7 +571,7 @@ app.registerExtension({
         nodeType.prototype.onNodeCreated = function () {
             const r = onNodeCreated?.apply(this, arguments);
             const [w, h] = this.size;
-            this.setSize([Math.max(w, 460), Math.max(h, 560)]);
+            this.setSize([Math.max(w, 560), Math.max(h, 600)]);
             for (const name of ["frames", "interpolation", "size_space"]) {
                 const wd = this.widgets?.find((x) => x.name === name);
                 if (!wd) continue;
