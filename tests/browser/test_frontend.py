@@ -43,12 +43,8 @@ def _drag(page, a: tuple[float, float], b: tuple[float, float], shift: bool = Fa
         page.keyboard.up("Shift")
 
 
-def _close_dialogs(page) -> None:
-    for _ in range(3):
-        if not page.locator("[role=dialog]:visible").count():
-            return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(200)
+def _dialog_open(page) -> bool:
+    return page.evaluate("() => !!document.querySelector('.p-dialog')")
 
 
 def _run_button(page):
@@ -143,10 +139,10 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
     page, t0 = ui.page, time.perf_counter()
     assert server.get_json("/api/workflow_templates") == {PACK: EXAMPLES} or \
         sorted(server.get_json("/api/workflow_templates")[PACK]) == EXAMPLES
-    _close_dialogs(page)
 
     def open_category():
-        page.get_by_role("button", name="Templates").first.click()
+        if not _dialog_open(page):
+            page.get_by_role("button", name="Templates").first.click()
         page.get_by_text(PACK, exact=True).first.click()
         page.get_by_text(f"Showing {len(EXAMPLES)} of {len(EXAMPLES)} templates").wait_for()
 
@@ -157,12 +153,11 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
                 text: d.innerText}; }""", EXAMPLES)
     assert shown["names"] == EXAMPLES and not shown["expect"], shown["text"][-600:]
     ui.shot(page, "template_browser.png")
-    _close_dialogs(page)
-    for name in EXAMPLES:
+    for name in EXAMPLES:  # as a user opens them: a click on the template's card (which closes the browser)
         open_category()
         page.get_by_text(name, exact=True).first.click()
-        page.wait_for_function("(n) => app.graph.nodes.length > 3", arg=name)
-        page.wait_for_timeout(400)
+        page.wait_for_function("() => !document.querySelector('.p-dialog') && app.graph.nodes.length > 3")
+        page.wait_for_timeout(300)
         unknown = page.evaluate("() => app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type])"
                                 ".map(n => n.type)")
         missing_dialog = page.evaluate("() => /missing node|node types were not found/i.test(document.body.innerText)")
@@ -171,10 +166,12 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
             eds = page.evaluate("() => app.graph.nodes.filter(n => n.type === 'I2VMotion_LayoutEditor')"
                                 ".map(n => n.i2vEditor.data.objects.length)")
             assert eds and eds[0] >= 1, "the layout example should draw its boxes in the Layout Editor"
-            _close_dialogs(page)
             page.wait_for_function("() => app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor').i2vEditor.img")
+            page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor');
+                app.canvas.ds.scale = 1; app.canvas.ds.offset = [120 - n.pos[0], 120 - n.pos[1]];
+                app.canvas.setDirty(true, true); }""")
+            page.wait_for_timeout(300)
             ed = page.locator(".i2v-layout-editor").first
             ui.shot(ed, "layout_example_editor.png")
-        _close_dialogs(page)
     assert ui.ours() == [], ui.ours()
     STATS["times"]["templates: list and load"] = time.perf_counter() - t0
