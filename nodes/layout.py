@@ -331,7 +331,9 @@ class LayoutCaseLoader(io.ComfyNode):
     def execute(cls, folder: str, index: int, name: str) -> io.NodeOutput:
         path, stem = _resolve_case(folder, name)
         case = L.load_case(path, index if stem is None else stem)
-        return io.NodeOutput(case.image, case.layout, case.caption, case.name, ui=ui.PreviewImage(case.image))
+        preview = list(ui.ImageSaveHelper.save_images(case.image, filename_prefix="i2v_layout_case",
+                                                      folder_type=io.FolderType.temp, cls=None, compress_level=1))
+        return io.NodeOutput(case.image, case.layout, case.caption, case.name, ui={"i2v_case_image": preview})
 
 
 class LayoutGuide(io.ComfyNode):

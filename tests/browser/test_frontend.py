@@ -166,6 +166,8 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
             eds = page.evaluate("() => app.graph.nodes.filter(n => n.type === 'I2VMotion_LayoutEditor')"
                                 ".map(n => n.i2vEditor.data.objects.length)")
             assert eds and eds[0] >= 1, "the layout example should draw its boxes in the Layout Editor"
+            page.wait_for_function("() => app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutCaseLoader')"
+                                   ".i2vCasePreview?.naturalWidth === 512")  # Load Layout Case shows its image
             page.wait_for_function("() => app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor').i2vEditor.img")
             page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor');
                 app.canvas.ds.scale = 1; app.canvas.ds.offset = [120 - n.pos[0], 120 - n.pos[1]];

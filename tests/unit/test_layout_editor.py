@@ -155,7 +155,7 @@ def test_case_loader_combo_and_preview():
     out = N.LayoutCaseLoader.execute("", 0, "car_approach")
     img, lay, caption, name = out.result
     assert name == "car_approach" and "car" in caption
-    preview = out.ui.as_dict()["images"]
+    preview = out.ui["i2v_case_image"]  # the node's own preview widget shows it (web/js/layout_case.js)
     assert preview and preview[0]["type"] == "temp"
     by_index = N.LayoutCaseLoader.execute("", 1, N.BY_INDEX).result[3]
     assert by_index == L.list_cases(N.CASES_DIR)[1]

@@ -4,58 +4,16 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { INTERPOLATIONS, interpolateBoxes, normBox, round4 } from "./layout_math.js";
+import { caseImageUrl, el, viewUrl, widgetValue } from "./common.js";
 
 const NODE = "I2VMotion_LayoutEditor";
 const CASE_NODE = "I2VMotion_LayoutCaseLoader";
 const WIDGET = "I2V_LAYOUT_EDITOR";
-const PACK = (new URL(import.meta.url).pathname.match(/\/extensions\/([^/]+)\//) || [])[1] || "comfyui-i2v-motion";
 const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
 const MARGIN = 0.3;       // view margin around the image, as a fraction of its size (boxes may leave the image)
 const HANDLE = 7;         // corner handle half-size, CSS pixels
 const MIN_SIZE = 0.01;    // smallest box side, fraction of the image
 const PLACEHOLDER = [512, 320];
-
-const el = (tag, attrs = {}, ...kids) => {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-        if (k === "style") Object.assign(e.style, v);
-        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-        else e.setAttribute(k, v);
-    }
-    for (const k of kids) e.append(k);
-    return e;
-};
-
-function viewUrl(name, type = "input") {
-    const parts = String(name).replace(/\s*\[(input|output|temp)\]$/, "").split("/");
-    const filename = parts.pop();
-    const q = new URLSearchParams({ filename, type, subfolder: parts.join("/") });
-    return api.apiURL(`/view?${q}`);
-}
-
-function widgetValue(node, name) {
-    return node?.widgets?.find((w) => w.name === name)?.value;
-}
-
-/** Where the image of a Load Layout Case node comes from (the case JSON names it). */
-async function caseImageUrl(node) {
-    const name = widgetValue(node, "name");
-    if (!name || name === "(index)") return null;
-    let jsonUrl, imageUrl;
-    if (name.includes("/")) {
-        jsonUrl = viewUrl(`${name}.json`);
-        const sub = name.split("/").slice(0, -1).join("/");
-        imageUrl = (img) => viewUrl(`${sub}/${img}`);
-    } else if (!widgetValue(node, "folder")) {
-        const base = api.apiURL(`/workflow_templates/${PACK}/layout_cases`);
-        jsonUrl = `${base}/${encodeURIComponent(name)}.json`;
-        imageUrl = (img) => `${base}/${encodeURIComponent(img)}`;
-    } else return null;
-    const r = await fetch(jsonUrl);
-    if (!r.ok) return null;
-    const data = await r.json();
-    return typeof data.image === "string" ? imageUrl(data.image) : null;
-}
 
 class LayoutEditorWidget {
     constructor(node) {
