@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import REPO, STATS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.integration]  # it starts a server too
 
 EXAMPLES = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
 PACK = "comfyui-i2v-motion"
