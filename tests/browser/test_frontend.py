@@ -72,21 +72,38 @@ def test_editor_draw_move_run_and_reopen(ui, server):
         app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true);
         return {editor: ed.id, preview: pi.id};
     }""", IMAGE)
-    page.wait_for_function(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.img?.naturalWidth === 512")
+    editor = f"app.graph.getNodeById({ids['editor']}).i2vEditor"
+    page.wait_for_function(f"() => {editor}.img?.naturalWidth === 512")
     canvas = page.locator(".i2v-le-canvas")
-    rect = canvas.bounding_box()
-    view = page.evaluate(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.view()")
-    P = lambda u, v: _box_px(view, rect, u, v)  # noqa: E731
+
+    def P(u: float, v: float) -> tuple[float, float]:
+        """Page pixel of an image point, once the editor's place on the page has settled (the frontend lays DOM
+        widgets out on its animation frames, later on a loaded machine)."""
+        last = None
+        for _ in range(50):
+            now = (canvas.bounding_box(), page.evaluate(f"() => {editor}.view()"))
+            if now == last:
+                break
+            last = now
+            page.wait_for_timeout(100)
+        return _box_px(last[1], last[0], u, v)
+
+    def keys() -> list:
+        return [[k[0] for k in o["boxes"]] for o in _editor_value(page, ids["editor"])["objects"]]
 
     # frame 0: the car (drag), then a kite (shift+drag: a second object)
     _drag(page, P(0.15, 0.55), P(0.35, 0.85))
+    assert keys() == [[0]], "the first drag drew no box"
     _drag(page, P(0.60, 0.10), P(0.75, 0.30), shift=True)
+    assert keys() == [[0], [0]], "shift+drag drew no second object"
     # frame 15: keyboard on the frame slider, then move both boxes (the car partly out of the image)
     page.locator(".i2v-le-slider").click()
     page.keyboard.press("End")
-    page.wait_for_function(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.frame === 15")
+    page.wait_for_function(f"() => {editor}.frame === 15")
     _drag(page, P(0.25, 0.70), P(1.05, 0.60))
     _drag(page, P(0.675, 0.20), P(0.30, 0.25))
+    assert keys() == [[0, 15], [0, 15]], "the moves at frame 15 made no key boxes"
+    page.locator(".i2v-layout-editor select").nth(1).select_option("catmull_rom")  # object 2's own interpolation
     value = _editor_value(page, ids["editor"])
     ui.shot(page.locator(".i2v-layout-editor"), "layout_editor_frame15.png")
     page.locator(".i2v-le-slider").press("Home")
@@ -103,6 +120,7 @@ def test_editor_draw_move_run_and_reopen(ui, server):
         for g, w in zip(got[phrase], keys):
             assert max(abs(a - b) for a, b in zip(g[1:], w[1:])) < TOL, (phrase, g, w)
     assert got["object 1"][1][3] > 1.0  # leaves the image on the right
+    assert [o.get("interpolation") for o in value["objects"]] == [None, "catmull_rom"]
 
     # queue from the UI; the server's layout (editor node's UI output in /history) must be the drawn one
     before = set(server.get_json("/history"))
@@ -123,6 +141,16 @@ def test_editor_draw_move_run_and_reopen(ui, server):
         assert o["boxes"] == [[k[0], *[round(c, 6) for c in k[1:]]] for k in got[o["phrase"]]]
     assert entry["outputs"][str(ids["preview"])]["images"], "the layout preview did not run"
     assert len(out.splitlines()) == 1 + 2 + 4  # compact: one key box per line
+    # what the editor draws between the keys is what the server computes (layout_math.js vs layout/boxes.py)
+    import i2v_motion.layout as L
+
+    py_boxes = L.parse_layout(server_layout).boxes().tolist()
+    js_boxes = page.evaluate("""async (lay) => {
+        const m = await import(`/extensions/comfyui-i2v-motion/js/layout_math.js`);
+        return lay.objects.map(o => m.interpolateBoxes(o.boxes, lay.frames, o.interpolation, lay.size_space)); }""",
+                             server_layout)
+    assert max(abs(a - b) for po, jo in zip(py_boxes, js_boxes) for pb, jb in zip(po, jo)
+               for a, b in zip(pb, jb)) < 1e-5
 
     # the drawing is in the workflow: reopening it shows the same boxes
     saved = page.evaluate("() => JSON.stringify(app.graph.serialize())")

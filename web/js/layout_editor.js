@@ -186,7 +186,7 @@ class LayoutEditorWidget {
         this.frameLabel.textContent = `frame ${this.frame} / ${T - 1}${isKey ? " ◆" : ""}`;
         const cur = o ? this.boxesOf(o)[this.frame] : null;
         this.nums.forEach((n, i) => {
-            n.disabled = !cur;
+            n.disabled = !o;
             if (document.activeElement !== n) n.value = cur ? round4(cur[i]) : "";
         });
         const late = objs.flatMap((ob) => ob.boxes.filter((k) => k[0] >= T).map((k) => `${ob.phrase}: key frame ${k[0]}`));
@@ -199,7 +199,11 @@ class LayoutEditorWidget {
         const o = this.data.objects[this.sel];
         if (!o) return;
         const cur = this.boxesOf(o)[this.frame];
-        const b = this.nums.map((n, i) => (n.value === "" || isNaN(Number(n.value)) ? cur[i] : Number(n.value)));
+        const b = this.nums.map((n, i) => (n.value === "" || isNaN(Number(n.value)) ? cur?.[i] : Number(n.value)));
+        if (b.some((v) => v === undefined)) {
+            this.status.textContent = "give all four coordinates for the object's first box";
+            return;
+        }
         if (b[2] - b[0] < MIN_SIZE || b[3] - b[1] < MIN_SIZE) {
             this.status.textContent = "x1 must be greater than x0 and y1 greater than y0";
             return;
@@ -312,7 +316,7 @@ class LayoutEditorWidget {
         const tol = [HANDLE / v.w, HANDLE / v.h];
         const order = [this.sel, ...this.data.objects.map((_, i) => i).filter((i) => i !== this.sel).reverse()];
         const sel = this.data.objects[this.sel];
-        if (sel) {
+        if (sel?.boxes.length) {
             const b = this.boxesOf(sel)[this.frame];
             const corners = [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]];
             const c = corners.findIndex(([x, y]) => Math.abs(p[0] - x) <= tol[0] && Math.abs(p[1] - y) <= tol[1]);
@@ -336,8 +340,11 @@ class LayoutEditorWidget {
         const h = this.hit(p);
         this.snapshot();
         if (h.kind === "draw") {
-            let o = this.data.objects[this.sel];
-            if (!o || e.shiftKey) o = this.addObject();
+            const o = this.data.objects[this.sel];
+            if (!o || e.shiftKey) {
+                this.addObject();
+                h.created = true;
+            }
             h.obj = this.sel;
             h.start = p;
         } else {
@@ -385,7 +392,10 @@ class LayoutEditorWidget {
         if (!d.moved) {
             this.undoStack.pop(); // a click selects; nothing changed
             const o = this.data.objects[d.obj];
-            if (d.kind === "draw" && o && !o.boxes.length && e.shiftKey) this.data.objects.splice(d.obj, 1);
+            if (d.created && o && !o.boxes.length) {  // a click made no box: drop the object it started
+                this.data.objects.splice(d.obj, 1);
+                this.sel = Math.min(this.sel, this.data.objects.length - 1);
+            }
             this.refresh();
             return;
         }
