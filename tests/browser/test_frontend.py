@@ -203,5 +203,12 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
             page.wait_for_timeout(300)
             ed = page.locator(".i2v-layout-editor").first
             ui.shot(ed, "layout_example_editor.png")
+    # the help page of a node, where both frontends look for a custom node's docs (from its python_module)
+    doc = page.evaluate("""async () => {
+        const def = LiteGraph.registered_node_types['I2VMotion_LayoutEditor'].nodeData;
+        const pack = def.python_module.split('.')[1];
+        const r = await fetch(`/extensions/${pack}/docs/${def.name}.md`);
+        return {ok: r.ok, type: r.headers.get('content-type'), text: await r.text()}; }""")
+    assert doc["ok"] and "html" not in (doc["type"] or "") and doc["text"].startswith("# Layout Editor"), doc["type"]
     assert ui.ours() == [], ui.ours()
     STATS["times"]["templates: list and load"] = time.perf_counter() - t0
