@@ -19,4 +19,4 @@ async def comfy_entrypoint() -> ComfyExtension:
     return I2VMotionExtension()
 
 
-WEB_DIRECTORY = None
+WEB_DIRECTORY = "./web"  # the Layout Editor and Load Layout Case preview (web/js), node docs (web/docs)

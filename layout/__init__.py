@@ -4,10 +4,13 @@ benchmark cases. Imports torch/numpy/PIL only (no comfy), so it is testable with
 from __future__ import annotations
 
 from .boxes import (INTERPOLATIONS, SIZE_SPACES, KeyBox, Layout, LayoutObject, box_area, box_iou, clip_boxes,
-                    interpolate_keys, layout_from_masks, layout_to_dict, make_object, mask_bbox, merge_layouts,
-                    parse_layout, visibility, with_frames)
-from .cases import Case, PathRefused, confine, list_cases, load_case, load_image, make_example_cases
+                    format_layout, interpolate_keys, layout_from_masks, layout_to_dict, make_object, mask_bbox,
+                    merge_layouts, parse_layout, visibility, with_frames)
+from .cases import (Case, PathRefused, confine, input_case_names, list_cases, load_case, load_image,
+                    make_example_cases)
 from .draw import draw_layout
+from .interop import (BBOX_FORMATS, BBOX_MODES, layout_from_bboxes, layout_from_points, layout_to_tracks,
+                      parse_bboxes, parse_points, split_phrases, tracks_to_layout)
 from .guide import FILLS, compose_latents, composite_guide, fill_region, latent_grow, make_plate, warp_box
 from .masks import box_masks, layout_mask, object_masks, region_masks, soft_union
 from .metrics import (afterimage_score, background_consistency, evaluate_layout, masked_ssim, object_consistency,
@@ -18,7 +21,7 @@ from .track import TrackResult, crop_box, objectness, track_template, work_size_
 __all__ = [
     "INTERPOLATIONS", "SIZE_SPACES", "FILLS", "KeyBox", "Layout", "LayoutObject", "Case", "TrackResult",
     "LayoutDenoiseMask", "RegionSchedule",
-    "parse_layout", "make_object", "layout_to_dict", "layout_from_masks", "merge_layouts", "with_frames",
+    "parse_layout", "format_layout", "make_object", "layout_to_dict", "layout_from_masks", "merge_layouts", "with_frames",
     "interpolate_keys", "box_area", "box_iou", "clip_boxes", "visibility", "mask_bbox",
     "box_masks", "soft_union", "object_masks", "layout_mask", "region_masks",
     "fill_region", "make_plate", "warp_box", "composite_guide", "compose_latents", "latent_grow",
@@ -26,5 +29,7 @@ __all__ = [
     "crop_box", "objectness", "track_template", "work_size_for",
     "ssim", "masked_ssim", "psnr", "background_consistency", "afterimage_score", "object_consistency",
     "trajectory_adherence", "evaluate_layout",
-    "draw_layout", "list_cases", "load_case", "load_image", "make_example_cases", "PathRefused", "confine",
+    "BBOX_FORMATS", "BBOX_MODES", "layout_to_tracks", "tracks_to_layout", "parse_points", "layout_from_points",
+    "parse_bboxes", "layout_from_bboxes", "split_phrases",
+    "draw_layout", "list_cases", "input_case_names", "load_case", "load_image", "make_example_cases", "PathRefused", "confine",
 ]

@@ -73,6 +73,10 @@ class Layout:
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def to_text(self) -> str:
+        """Compact, readable JSON: one object per line head, one key box per line (see :func:`format_layout`)."""
+        return format_layout(self.to_dict())
+
 
 # --------------------------------------------------------------------------------------------------
 # Parsing and validation
@@ -215,6 +219,23 @@ def layout_to_dict(layout: Layout) -> dict[str, Any]:
     if layout.caption:
         d["caption"] = layout.caption
     return d
+
+
+def format_layout(data: dict[str, Any]) -> str:
+    """Layout JSON pretty-printed compactly: top-level keys on the first line, then one line per object head
+    and one line per key box ``[frame, x0, y0, x1, y1]``. Parses back to the same value."""
+    head = {k: v for k, v in data.items() if k != "objects"}
+    objs = data.get("objects") or []
+    lines = [json.dumps(head)[:-1] + (", " if head else "") + '"objects": [']
+    for i, o in enumerate(objs):
+        meta = {k: v for k, v in o.items() if k != "boxes"}
+        boxes = o.get("boxes") or []
+        lines.append(" " + json.dumps(meta)[:-1] + (", " if meta else "") + '"boxes": [')
+        for j, b in enumerate(boxes):
+            lines.append("  " + json.dumps(b) + ("," if j < len(boxes) - 1 else ""))
+        lines[-1] += "]}" + ("," if i < len(objs) - 1 else "")
+    lines[-1] += "]}"
+    return "\n".join(lines)
 
 
 def with_frames(layout: Layout, frames: int) -> Layout:

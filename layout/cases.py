@@ -67,6 +67,47 @@ def list_cases(folder: str | Path) -> list[str]:
     return sorted(f.stem for f in p.glob("*.json"))
 
 
+MAX_LISTED_CASES = 256  # case files looked at in the input folder (the combo lists at most this many)
+MAX_CASE_DEPTH = 3      # input/a/b/c/<case>.json at the deepest
+MAX_CASE_BYTES = 1 << 20
+
+
+def _looks_like_case(path: Path) -> bool:
+    """A small JSON object with an ``image`` name and ``objects`` (not any JSON file a user keeps in input/)."""
+    try:
+        if path.stat().st_size > MAX_CASE_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("image"), str) and isinstance(data.get("objects"), list)
+
+
+def input_case_names(input_dir: str | Path) -> list[str]:
+    """Cases in the sub-folders of ComfyUI's input folder, as ``"sub/folder/name"`` (no suffix), sorted.
+
+    Only files whose real path stays inside ``input_dir`` are listed (links out of it are skipped), at most
+    :data:`MAX_CASE_DEPTH` folders deep and :data:`MAX_LISTED_CASES` files looked at."""
+    root = Path(os.path.realpath(str(input_dir)))
+    if not root.is_dir():
+        return []
+    out, seen = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        depth = len(rel.parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_CASE_DEPTH else []
+        if depth == 0:
+            continue  # cases live in sub-folders (the input folder itself holds users' images)
+        for f in sorted(filenames):
+            if not f.endswith(".json") or seen >= MAX_LISTED_CASES:
+                continue
+            seen += 1
+            p = Path(dirpath) / f
+            if _inside(os.path.realpath(p), str(root)) and _looks_like_case(p):
+                out.append((rel / f[:-5]).as_posix())
+    return sorted(out)
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """An image file as IMAGE ``[1, H, W, 3]`` float 0..1."""
     with Image.open(path) as im:

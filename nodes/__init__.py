@@ -7,7 +7,7 @@ import inspect
 
 from comfy_api.latest import io
 
-_MODULES = ("backbone", "sampling", "merging", "schedule", "layout")
+_MODULES = ("backbone", "sampling", "merging", "schedule", "layout", "trajectory")
 _LISTED = 12
 
 
@@ -43,6 +43,59 @@ def _with_combo_checks(node_cls):
     return node_cls
 
 
+# Words users search for (the node search of ComfyUI 0.33+ matches them; hosts whose Schema has no
+# ``search_aliases`` field, like 0.3.75, get none). One table, so every node is covered (tests/unit/test_registry.py).
+_VIDEO = ["image to video", "i2v", "video", "animate"]
+_LAYOUT = ["trajectory", "box", "bbox", "IVA", "motion", "layout", "path"]
+_MERGE = ["merge", "model merge", "EDG", "extrapolate", "expert"]
+SEARCH_ALIASES: dict[str, list[str]] = {
+    "I2VMotion_LoadDynamiCrafter": ["DynamiCrafter", "checkpoint loader", "load model", *_VIDEO],
+    "I2VMotion_DynamiCrafterImageToVideo": ["DynamiCrafter", "conditioning", "start image", *_VIDEO],
+    "I2VMotion_DynamiCrafterSampler": ["DDIM", "official sampler", "DynamiCrafter", "guidance rescale"],
+    "I2VMotion_TrailingSchedule": ["sigmas", "scheduler", "uniform trailing", "DynamiCrafter"],
+    "I2VMotion_VideoRescaleCFG": ["rescale cfg", "guidance rescale", "video", "DynamiCrafter"],
+    "I2VMotion_TaskVector": ["task vector", "difference", "fine-tune", "delta", *_MERGE],
+    "I2VMotion_ApplyTaskVectors": ["task arithmetic", "DARE", "TIES", "dare_ties", "add difference", *_MERGE],
+    "I2VMotion_EDGExperts": ["DARE", "dynamics expert", "control expert", "motion", *_MERGE],
+    "I2VMotion_BakeMerged": ["save merge", "bake", "safetensors", "checkpoint save", *_MERGE],
+    "I2VMotion_ExpertSchedule": ["expert schedule", "switch model", "timestep", "high noise", "low noise", *_MERGE],
+    "I2VMotion_ExpertScheduleMulti": ["expert schedule", "switch model", "timestep", "several experts", *_MERGE],
+    "I2VMotion_LayoutFromJSON": ["json", "key boxes", *_LAYOUT],
+    "I2VMotion_LayoutFromMask": ["mask to box", "bounding box", "key boxes", *_LAYOUT],
+    "I2VMotion_LayoutToJSON": ["json", "export", *_LAYOUT],
+    "I2VMotion_LayoutToMask": ["box mask", "region mask", *_LAYOUT],
+    "I2VMotion_LayoutPreview": ["draw boxes", "visualize", "preview", *_LAYOUT],
+    "I2VMotion_LayoutCaseLoader": ["benchmark", "example", "case", *_LAYOUT],
+    "I2VMotion_LayoutGuide": ["guide video", "out-of-place", "afterimage", "MAS", *_LAYOUT],
+    "I2VMotion_LayoutMaskedDenoise": ["masked denoise", "noise mask", "afterimage", "MAS", *_LAYOUT],
+    "I2VMotion_LayoutMetrics": ["vIoU", "metrics", "evaluate", "SSIM", "PSNR", *_LAYOUT],
+    "I2VMotion_LayoutEditor": ["editor", "draw", "canvas", "key frame", "animate", *_LAYOUT],
+    "I2VMotion_LayoutFromSpline": ["spline", "KJNodes", "coordinates", "points", *_LAYOUT],
+    "I2VMotion_LayoutFromBBOX": ["KJNodes", "bounding box", "points editor", *_LAYOUT],
+    "I2VMotion_LayoutToTracks": ["tracks", "WanMove", "points", *_LAYOUT],
+    "I2VMotion_TracksToLayout": ["tracks", "WanMove", "points", *_LAYOUT],
+}
+HAS_SEARCH_ALIASES = "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {})
+
+
+def _with_aliases(node_cls):
+    """Add the node's :data:`SEARCH_ALIASES` to its schema where the host's Schema has the field."""
+    if not HAS_SEARCH_ALIASES or getattr(node_cls, "_i2v_aliased", False):
+        return node_cls
+    define = node_cls.define_schema.__func__
+
+    @functools.wraps(define)
+    def define_schema(cls):
+        schema = define(cls)
+        if not schema.search_aliases:
+            schema.search_aliases = list(SEARCH_ALIASES.get(schema.node_id, []))
+        return schema
+
+    node_cls.define_schema = classmethod(define_schema)
+    node_cls._i2v_aliased = True
+    return node_cls
+
+
 def all_nodes() -> list:
     """Collect ``NODES`` from every node module that exists (in a stable order)."""
     out = []
@@ -53,5 +106,5 @@ def all_nodes() -> list:
             if e.name == f"{__name__}.{name}":
                 continue
             raise
-        out.extend(_with_combo_checks(n) for n in mod.NODES)
+        out.extend(_with_aliases(_with_combo_checks(n)) for n in mod.NODES)
     return out

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from .. import layout as L
 from ..guards import ensure_guards
@@ -22,8 +22,11 @@ LayoutType = io.Custom("I2V_LAYOUT")
 PACK_DIR = Path(__file__).resolve().parent.parent
 CASES_DIR = PACK_DIR / "example_workflows" / "layout_cases"
 
-EXAMPLE_JSON = json.dumps({"objects": [
-    {"phrase": "object", "boxes": [[0, 0.10, 0.40, 0.35, 0.80], [15, 0.60, 0.35, 0.90, 0.85]]}]}, indent=1)
+EXAMPLE_JSON = L.format_layout({"objects": [
+    {"phrase": "object", "boxes": [[0, 0.10, 0.40, 0.35, 0.80], [15, 0.60, 0.35, 0.90, 0.85]]}]})
+LAYOUT_FORMAT = ('{"objects": [\n {"phrase": "a dog", "interpolation": "linear", "boxes": [\n'
+                 '  [frame, x0, y0, x1, y1],\n  [frame, x0, y0, x1, y1]]}]}\n'
+                 "x, y: fractions of the image (0..1, origin top-left); boxes may leave the image (-1..2)")
 
 
 def _progress(total: int):
@@ -62,15 +65,16 @@ class LayoutFromJSON(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutFromJSON",
-            display_name="Layout from JSON (I2V Motion)",
+            display_name="Layout from JSON",
             category=CATEGORY,
             description="A box layout from JSON: objects with a phrase and key boxes [frame, x0, y0, x1, y1] "
                         "in normalised image coordinates, interpolated to every frame.",
             inputs=[
-                io.String.Input("layout_json", multiline=True, default=EXAMPLE_JSON,
+                io.String.Input("layout_json", multiline=True, default=EXAMPLE_JSON, placeholder=LAYOUT_FORMAT,
                                 tooltip='{"objects": [{"phrase": "a dog", "boxes": [[frame, x0, y0, x1, y1], ...]}]} '
                                         "with coordinates as fractions of the image (0..1, origin top-left); "
-                                        "boxes may leave the image."),
+                                        "boxes may leave the image. One key box per line reads best (as the json "
+                                        "output prints it); the Layout Editor node draws the same data."),
                 io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
                              tooltip="Video length in frames (key frame indices must be below it; overrides a "
                                      "\"frames\" key in the JSON)."),
@@ -81,13 +85,14 @@ class LayoutFromJSON(io.ComfyNode):
                                tooltip="Interpolate box sizes geometrically (log: even zooms, monotone) or linearly."),
             ],
             outputs=[LayoutType.Output(display_name="layout"),
-                     io.String.Output(display_name="json", tooltip="The layout as normalised JSON text.")],
+                     io.String.Output(display_name="json", tooltip="The layout as normalised JSON text, one key box "
+                                                                   "per line.")],
         )
 
     @classmethod
     def execute(cls, layout_json: str, frames: int, interpolation: str, size_space: str) -> io.NodeOutput:
         lay = L.parse_layout(layout_json, frames=frames, interpolation=interpolation, size_space=size_space)
-        return io.NodeOutput(lay, lay.to_json())
+        return io.NodeOutput(lay, lay.to_text())
 
 
 class LayoutFromMask(io.ComfyNode):
@@ -95,7 +100,7 @@ class LayoutFromMask(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutFromMask",
-            display_name="Layout from Mask (I2V Motion)",
+            display_name="Layout from Mask",
             category=CATEGORY,
             description="One object's key boxes from the bounding boxes of masks (e.g. drawn in the mask "
                         "editor): each non-empty mask of the batch is a key box. Chain to add objects.",
@@ -138,16 +143,17 @@ class LayoutToJSON(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutToJSON",
-            display_name="Layout to JSON (I2V Motion)",
+            display_name="Layout to JSON",
             category=CATEGORY,
-            description="The layout as JSON text (key boxes only), to save or paste into Layout from JSON.",
+            description="The layout as JSON text (key boxes only, one per line), to save or paste into Layout from "
+                        "JSON or the Layout Editor.",
             inputs=[LayoutType.Input("layout", tooltip="A layout.")],
             outputs=[io.String.Output(display_name="json")],
         )
 
     @classmethod
     def execute(cls, layout: L.Layout) -> io.NodeOutput:
-        return io.NodeOutput(layout.to_json(indent=1))
+        return io.NodeOutput(layout.to_text())
 
 
 class LayoutToMask(io.ComfyNode):
@@ -155,7 +161,7 @@ class LayoutToMask(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutToMask",
-            display_name="Layout to Mask (I2V Motion)",
+            display_name="Layout to Mask",
             category=CATEGORY,
             description="Per-frame MASK [T, H, W] of the layout: object boxes, vacated or background region.",
             inputs=[
@@ -194,7 +200,7 @@ class LayoutPreview(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutPreview",
-            display_name="Layout Preview (I2V Motion)",
+            display_name="Layout Preview",
             category=CATEGORY,
             description="Draws every object's box, path, key boxes and phrase on the image or on generated "
                         "frames; connect to Preview Image / Save Animated WEBP.",
@@ -260,23 +266,54 @@ def _refused(path: Path, roots: list[Path], what: str) -> bool:
         return True
 
 
+BY_INDEX = "(index)"
+
+
+def case_choices() -> list[str]:
+    """Load Layout Case's ``name`` options: by index, the shipped cases, then ``sub/folder/case`` in ComfyUI's
+    input folder (listed inside it only)."""
+    import folder_paths
+
+    shipped = L.list_cases(CASES_DIR) if CASES_DIR.is_dir() else []
+    return [BY_INDEX] + shipped + L.input_case_names(folder_paths.get_input_directory())
+
+
+def _resolve_case(folder: str, name: str) -> tuple[Path, str | None]:
+    """(case folder, case stem or None for by-index). ``sub/case`` names live in the input folder (confined);
+    plain names are looked up in ``folder`` (empty: the shipped cases)."""
+    name = name.strip()
+    if not name or name == BY_INDEX:
+        return _resolve_folder(folder), None
+    if "/" in name or "\\" in name:
+        sub, stem = name.replace("\\", "/").rsplit("/", 1)
+        root = _case_roots()[0]
+        real = L.confine(root / sub, [root], f"layout case {name!r}", "ComfyUI's input folder")
+        if not real.is_dir():
+            raise ValueError(f"layout case {name!r}: folder {sub!r} not found in ComfyUI's input folder")
+        return real, stem
+    return _resolve_folder(folder), name
+
+
 class LayoutCaseLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutCaseLoader",
-            display_name="Load Layout Case (I2V Motion)",
+            display_name="Load Layout Case",
             category=CATEGORY,
-            description="Loads a benchmark case (image + key boxes + motion caption, one JSON per case) from "
-                        "a folder; empty folder = the cases shipped in example_workflows/layout_cases.",
+            description="Loads a benchmark case (image + key boxes + motion caption, one JSON per case): a shipped "
+                        "example case, or one in a sub-folder of ComfyUI's input folder. Shows the case image.",
             inputs=[
                 io.String.Input("folder", default="",
-                                tooltip="Case folder inside ComfyUI's input folder (relative to it; or the pack's "
-                                        "example_workflows/layout_cases); empty = the shipped example cases. Folders "
-                                        "elsewhere are refused."),
+                                tooltip="Case folder for index (and plain names): inside ComfyUI's input folder "
+                                        "(relative to it; or the pack's example_workflows/layout_cases); empty = the "
+                                        "shipped example cases. Folders elsewhere are refused."),
                 io.Int.Input("index", default=0, min=0, max=100000,
-                             tooltip="Which case, in sorted name order (ignored when name is set)."),
-                io.String.Input("name", default="", tooltip="Case name (JSON file stem); empty = use index."),
+                             tooltip="Which case of folder, in sorted name order (used when name is (index))."),
+                io.Combo.Input("name", options=case_choices(), default="car_approach",
+                               tooltip="The case: a shipped example, or sub/folder/case for a case JSON in a "
+                                       "sub-folder of ComfyUI's input folder (refresh the page to list new ones); "
+                                       "(index) = the index-th case of folder."),
             ],
             outputs=[io.Image.Output(display_name="image"), LayoutType.Output(display_name="layout"),
                      io.String.Output(display_name="caption"), io.String.Output(display_name="name")],
@@ -285,15 +322,18 @@ class LayoutCaseLoader(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, folder: str, index: int, name: str) -> str:
         try:
-            p = _resolve_folder(folder)
+            p, _ = _resolve_case(folder, name)
             return ";".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(p.iterdir()))
         except (OSError, ValueError):
             return ""
 
     @classmethod
     def execute(cls, folder: str, index: int, name: str) -> io.NodeOutput:
-        case = L.load_case(_resolve_folder(folder), name.strip() or index)
-        return io.NodeOutput(case.image, case.layout, case.caption, case.name)
+        path, stem = _resolve_case(folder, name)
+        case = L.load_case(path, index if stem is None else stem)
+        preview = list(ui.ImageSaveHelper.save_images(case.image, filename_prefix="i2v_layout_case",
+                                                      folder_type=io.FolderType.temp, cls=None, compress_level=1))
+        return io.NodeOutput(case.image, case.layout, case.caption, case.name, ui={"i2v_case_image": preview})
 
 
 class LayoutGuide(io.ComfyNode):
@@ -301,7 +341,7 @@ class LayoutGuide(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutGuide",
-            display_name="Layout Guide Video (I2V Motion)",
+            display_name="Layout Guide Video",
             category=CATEGORY,
             description="Out-of-place guide: each object's source-box content moved and scaled into its box "
                         "at every frame (feathered) over a background plate whose vacated region is filled; "
@@ -375,7 +415,7 @@ class LayoutMaskedDenoise(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutMaskedDenoise",
-            display_name="Layout Masked Denoise (I2V Motion)",
+            display_name="Layout Masked Denoise",
             category=CATEGORY,
             description="Spatio-temporal masked denoising for any I2V MODEL: per-frame region masks and a "
                         "per-step schedule (ComfyUI noise mask + denoise-mask function). Sample the returned "
@@ -452,7 +492,7 @@ class LayoutMetrics(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_LayoutMetrics",
-            display_name="Layout Metrics (I2V Motion)",
+            display_name="Layout Metrics",
             category=CATEGORY,
             description="Weight-free evaluation: tracks each source object through the video (NCC over "
                         "scales) -> vIoU@0.5 and mean IoU vs the layout; object SSIM vs the source crop; "

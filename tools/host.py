@@ -22,7 +22,10 @@ Test-only tools, never part of ``requirements.txt``: ``--extras`` installs a hos
 (``tools/host-extras-NAME.txt``; for 0.33 the ComfyUI-Manager package its ``manager_requirements.txt`` names), with
 the host's constraints so nothing pinned there (torch above all) can change; ``--comfy-cli`` builds comfy-cli (the
 Registry's validator) in its own venv ``<host dir>/comfy-cli/venv`` from ``tools/comfy-cli-requirements.txt``. Both
-install from the wheelhouse, downloading into it only on the first run.
+install from the wheelhouse, downloading into it only on the first run. ``--browser`` readies the browser tests: Debian's
+``chromium`` (``apt-get install -y chromium`` when missing and apt is there) and the pinned automation library
+(``tools/browser-requirements.txt``: playwright, which drives that chromium; no browser is ever downloaded) in the
+host's venv.
 
 Usage: ``python3 tools/host.py [--host NAME|--tree PATH] [--extras] [--comfy-cli]`` prints ``COMFY_DIR PYTHON`` once
 ready; ``--list`` prints the hosts available on this checkout.
@@ -57,6 +60,8 @@ TORCHVISION = "torchvision==0.28.0"  # CUDA build: imports on CPU torch with the
 TORCHAUDIO = "torchaudio==2.11.0"  # installed --no-deps; extension load guarded below
 DEFAULT_HOSTS = ("0.3.75", "0.33")
 COMFY_CLI_REQS = REPO / "tools" / "comfy-cli-requirements.txt"
+BROWSER_REQS = REPO / "tools" / "browser-requirements.txt"
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
 
 
 @dataclass(frozen=True)
@@ -426,6 +431,58 @@ def ensure_comfy_cli() -> Path:
     return exe
 
 
+def find_chromium() -> str | None:
+    """Path of a system Chromium (``I2V_CHROMIUM`` wins), or None."""
+    env = os.environ.get("I2V_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else None
+    return next((p for p in map(shutil.which, CHROMIUM_CANDIDATES) if p), None)
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium, installed with apt when missing (needs root and apt); SystemExit says why not."""
+    found = find_chromium()
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if not apt:
+        raise SystemExit("chromium is not installed and apt-get is not available to install it")
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise SystemExit("chromium is not installed; install it as root: apt-get install -y chromium")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    log(" ".join(cmd))
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        _run([apt, "update", "-q"], env=env, capture_output=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"apt-get install chromium failed: {r.stderr.strip()[-500:]}")
+    found = find_chromium()
+    if not found:
+        raise SystemExit("apt-get installed chromium but no chromium executable is on PATH")
+    return found
+
+
+def ensure_browser(name: str | None = None) -> tuple[Path, str]:
+    """The browser tests' tools for host ``name``: playwright (pinned, from the wheelhouse) in its venv, under the
+    host's constraints, and the system chromium; returns ``(python, chromium)``."""
+    spec = spec_for(name or "0.3.75")
+    _comfy, py = ensure_host(name)
+    chromium = ensure_chromium()
+    stamp = spec.dir / "browser-ready"
+    want = _sha256(BROWSER_REQS)
+    if not (stamp.is_file() and stamp.read_text() == want and _imports(py, "playwright.sync_api")):
+        cons = ["-c", spec.constraints] if spec.constraints and spec.constraints.is_file() else []
+        before = _freeze(py)
+        _pip_offline_first(py, ["-r", BROWSER_REQS, *cons], f"{spec.name} browser tools")
+        after = _freeze(py)
+        changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
+        if changed:
+            raise SystemExit(f"{spec.name} browser tools changed packages already in the venv: {changed}")
+        stamp.write_text(want)
+    return py, chromium
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default=None, help="0.3.75 (default), 0.33, or a ComfyUI tree / .tar.gz path")
@@ -433,6 +490,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--list", action="store_true", help="print the default hosts and whether each is available")
     ap.add_argument("--extras", action="store_true", help="also install the host's pinned test-only extras")
     ap.add_argument("--comfy-cli", action="store_true", help="also build comfy-cli in its own venv, print its path")
+    ap.add_argument("--browser", action="store_true", help="also ready the browser tests (chromium, playwright)")
     a = ap.parse_args(argv)
     if a.list:
         for h in DEFAULT_HOSTS:
@@ -443,6 +501,8 @@ def main(argv: list[str]) -> int:
     if a.extras:
         ensure_extras(a.tree or a.host or "0.3.75")
     print(c, p)
+    if a.browser:
+        print(ensure_browser(a.tree or a.host)[1])
     if a.comfy_cli:
         print(ensure_comfy_cli())
     return 0

@@ -100,14 +100,16 @@ def main(argv: list[str]) -> int:
             p = json.loads(json.dumps(prompt))
             p[sampler]["inputs"]["seed"] = 1000 + i
             ids.append(srv.queue(p))
-        ok = 0
-        for pid in ids:
+        ok, trend = 0, []
+        for i, pid in enumerate(ids):
             srv.wait(pid, timeout=900)
             ok += 1
+            if (i + 1) % max(1, a.prompts // 4) == 0:
+                trend.append(round(rss_kb(srv.proc.pid) / 1024, 1))  # RSS after each quarter: plateau or leak
         after = rss_kb(srv.proc.pid)
         report["load"] = {"succeeded": ok, "seconds": round(time.perf_counter() - t0, 1),
                           "rss_before_mib": round(before / 1024, 1), "rss_after_mib": round(after / 1024, 1),
-                          "rss_growth_pct": round(100 * (after - before) / before, 2)}
+                          "rss_growth_pct": round(100 * (after - before) / before, 2), "rss_by_quarter_mib": trend}
 
         # reference run of the long prompt
         long = json.loads(json.dumps(prompt))

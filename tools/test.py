@@ -7,7 +7,8 @@ Hosts (``tools/host.py``): ComfyUI **0.3.75** (the floor, from PyPI) and **0.33*
 pytest runs with the host's python from the repository root with ``I2V_COMFY_DIR`` set; the summary lists
 passed/skipped/failed per host. Exits non-zero when any host fails; "no tests collected" counts as a failure.
 Test-only tools are bootstrapped first (``tools/host.py``): comfy-cli in its own venv, and each host's pinned
-extras (0.33: ComfyUI-Manager), from the wheelhouse after the first run.
+extras (0.33: ComfyUI-Manager), from the wheelhouse after the first run, and the browser tests' tools (Debian's
+chromium via apt when missing; playwright in the host venv).
 ``-m "not integration"`` skips the headless-server tests.
 """
 from __future__ import annotations
@@ -72,6 +73,13 @@ def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, 
             host.ensure_extras(name)
         except (SystemExit, subprocess.CalledProcessError) as e:
             print(f"[test] host {name}: installing its extras failed: {e}", file=sys.stderr, flush=True)
+    os.environ.pop("I2V_BROWSER_UNAVAILABLE", None)
+    try:  # browser tests: system chromium + playwright in the host venv; tests/browser skips, saying why, without
+        _py, chromium = host.ensure_browser(None if name == "COMFYUI_PATH" else name)
+        os.environ["I2V_CHROMIUM"] = chromium
+    except (SystemExit, subprocess.CalledProcessError) as e:
+        os.environ["I2V_BROWSER_UNAVAILABLE"] = str(e) or type(e).__name__
+        print(f"[test] host {name}: browser tests unavailable: {e}", file=sys.stderr, flush=True)
     print(f"[test] host {name} ready in {time.perf_counter() - t0:.1f} s: {comfy} ({py})", file=sys.stderr, flush=True)
     for mod in ("torch", "pytest"):
         if subprocess.run([str(py), "-c", f"import {mod}"], capture_output=True).returncode != 0:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 CASES = REPO / "example_workflows" / "layout_cases"
 
 
-def _case_graph(folder: str, name: str = "") -> dict:
+def _case_graph(folder: str, name: str = "(index)") -> dict:
     return {"1": {"class_type": "I2VMotion_LayoutCaseLoader", "inputs": {"folder": folder, "index": 0, "name": name}},
             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
 
@@ -56,7 +56,7 @@ def test_case_image_outside_is_refused(comfy):
     shutil.copy(CASES / "ball_roll.png", secret)
     (case / "evil.json").write_text('{"image": "../../secret.png", "objects": [{"phrase": "x", "boxes": '
                                     '[[0, 0.1, 0.1, 0.2, 0.2]]}]}')
-    msg = _fails(comfy, _case_graph("evil_cases", "evil"))
+    msg = _fails(comfy, _case_graph("", "evil_cases/evil"))  # listed: a case JSON in a sub-folder of input/
     assert "its image must be inside its case folder" in msg and "secret" not in msg
 
 

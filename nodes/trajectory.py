@@ -1,0 +1,246 @@
+"""Draw and exchange box trajectories: the Layout Editor (a canvas editor on the node, ``web/js/layout_editor.js``)
+and conversions from and to the formats of other nodes (core ``TRACKS`` where the host has it, KJNodes spline
+coordinates and BBOX lists). Thin wrappers over :mod:`..layout`."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+from comfy_api.latest import io
+
+from .. import layout as L
+from .layout import CATEGORY, LayoutType
+
+log = logging.getLogger("i2v_motion.layout")
+
+EditorType = io.Custom("I2V_LAYOUT_EDITOR")
+BBoxType = io.Custom("BBOX")
+HAS_TRACKS = hasattr(io, "Tracks")  # ComfyUI 0.33+ (WanMove); the Tracks nodes are registered only there
+EMPTY_EDITOR = json.dumps({"objects": []})
+PLACEHOLDER_SIZE = (320, 512)  # H, W of the grey image output when the editor has no image
+
+
+def _editor_data(text: str) -> dict:
+    """The editor's value (Layout from JSON's format plus editor-only keys: ``image``, object ``color``)."""
+    try:
+        data = json.loads(text) if text.strip() else {"objects": []}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Layout Editor value is not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+        raise ValueError('Layout Editor value must be {"objects": [...]} (the editor writes it)')
+    if not data["objects"]:
+        raise ValueError("the Layout Editor has no objects yet: drag on the image to draw a box")
+    for i, o in enumerate(data["objects"]):
+        if isinstance(o, dict) and not o.get("boxes"):
+            raise ValueError(f"Layout Editor object {i} ({o.get('phrase', '')!r}) has no box: select it and drag on "
+                             f"the image to draw one, or delete it")
+    return data
+
+
+def _editor_image(name: str) -> torch.Tensor:
+    """The editor's own uploaded image, a file of ComfyUI's input folder (confined to it)."""
+    import folder_paths
+
+    root = folder_paths.get_input_directory()
+    path = L.confine(os.path.join(root, name), [root], f"Layout Editor image {name!r}", "ComfyUI's input folder")
+    if not path.is_file():
+        raise ValueError(f"Layout Editor image {name!r} not found in ComfyUI's input folder: upload it again")
+    try:
+        return L.load_image(path)
+    except (OSError, ValueError):
+        raise ValueError(f"Layout Editor image {name!r} is not a readable image (PNG, JPEG, WebP)") from None
+
+
+def _save_temp(image: torch.Tensor) -> list:
+    """The first frame as a temp PNG for the editor's background (``{"filename", "subfolder", "type"}``)."""
+    from comfy_api.latest import ui
+
+    return list(ui.ImageSaveHelper.save_images(image[:1], filename_prefix="i2v_layout_editor",
+                                               folder_type=io.FolderType.temp, cls=None, compress_level=1))
+
+
+class LayoutEditor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutEditor",
+            display_name="Layout Editor",
+            category=CATEGORY,
+            description="Draw box trajectories on the image: add objects, drag a box per object at any key frame "
+                        "(boxes may leave the image), scrub or play the interpolated boxes. Outputs the same layout "
+                        "as Layout from JSON on the same data; the drawing is saved in the workflow.",
+            inputs=[
+                io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
+                             tooltip="Video length in frames (the editor's timeline; key frames must be below it)."),
+                io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                               tooltip="Box-centre path between key boxes for objects that do not pick their own: "
+                                       "linear, ease_in_out (stops at keys), catmull_rom (smooth curve)."),
+                io.Combo.Input("size_space", options=list(L.SIZE_SPACES), default="log",
+                               tooltip="Interpolate box sizes geometrically (log: even zooms) or linearly."),
+                EditorType.Input("editor", tooltip="The drawn layout (JSON as Layout from JSON reads it, plus the "
+                                                   "editor's image and colours); edited on the canvas.",
+                                 extra_dict={"default": EMPTY_EDITOR}),
+                io.Image.Input("image", optional=True,
+                               tooltip="The image to draw on (its first frame); without it, the editor's own upload."),
+            ],
+            outputs=[LayoutType.Output(display_name="layout"),
+                     io.String.Output(display_name="json", tooltip="The layout as JSON text, one key box per line."),
+                     io.Image.Output(display_name="image",
+                                     tooltip="The image drawn on (the connected image, else the uploaded one, else "
+                                             "a grey 512x320 frame).")],
+        )
+
+    @classmethod
+    def execute(cls, frames: int, interpolation: str, size_space: str, editor: str,
+                image: torch.Tensor | None = None) -> io.NodeOutput:
+        data = _editor_data(editor)
+        lay = L.parse_layout(data, frames=frames, interpolation=interpolation, size_space=size_space)
+        if image is None and isinstance(data.get("image"), str) and data["image"]:
+            image = _editor_image(data["image"])
+        shown = image
+        if image is None:
+            log.info("Layout Editor: no image connected or uploaded; the image output is a grey frame")
+            image = torch.full((1, *PLACEHOLDER_SIZE, 3), 0.5)
+        text = lay.to_text()
+        ui_out = {"i2v_layout": [text]}
+        if shown is not None:
+            ui_out["i2v_editor_image"] = _save_temp(shown)
+        return io.NodeOutput(lay, text, image, ui=ui_out)
+
+
+def _phrases_input(default: str) -> io.String.Input:
+    return io.String.Input("phrases", default=default,
+                           tooltip="Object phrases, comma-separated, in order (missing ones are numbered).")
+
+
+def _size_inputs() -> list:
+    return [io.Int.Input("width", default=512, min=1, max=16384,
+                         tooltip="Width in pixels of the image the coordinates refer to."),
+            io.Int.Input("height", default=320, min=1, max=16384,
+                         tooltip="Height in pixels of the image the coordinates refer to.")]
+
+
+def _box_inputs() -> list:
+    return [io.Float.Input("box_width", default=96.0, min=1.0, max=16384.0, step=1.0,
+                           tooltip="Width in pixels of the box that follows each point."),
+            io.Float.Input("box_height", default=96.0, min=1.0, max=16384.0, step=1.0,
+                           tooltip="Height in pixels of the box that follows each point.")]
+
+
+def _interp_input() -> io.Combo.Input:
+    return io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                          tooltip="Box-centre path between the key boxes.")
+
+
+class LayoutFromSpline(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutFromSpline",
+            display_name="Layout from Spline Coordinates",
+            category=CATEGORY,
+            description="A layout from point paths in pixels, e.g. the KJNodes Spline Editor's coord_str (a JSON list "
+                        "of {x, y}, or a list of such lists): one object per path, a box of the given size centred on "
+                        "each point, the points spread over the frames.",
+            inputs=[
+                io.String.Input("coordinates", multiline=True, default='[{"x": 100, "y": 200}, {"x": 400, "y": 150}]',
+                                tooltip='[{"x": px, "y": px}, ...] (one path) or [[...], [...]] (several); what the '
+                                        "KJNodes Spline Editor's coord_str and core's TracksFromCoords use."),
+                *_size_inputs(), *_box_inputs(),
+                io.Int.Input("frames", default=0, min=0, max=L.boxes.MAX_FRAMES,
+                             tooltip="Video length; 0 = one frame per point of the longest path."),
+                _phrases_input("object"), _interp_input(),
+            ],
+            outputs=[LayoutType.Output(display_name="layout")],
+        )
+
+    @classmethod
+    def execute(cls, coordinates: str, width: int, height: int, box_width: float, box_height: float, frames: int,
+                phrases: str, interpolation: str) -> io.NodeOutput:
+        return io.NodeOutput(L.layout_from_points(coordinates, width, height, box_width, box_height, frames,
+                                                  L.split_phrases(phrases), interpolation))
+
+
+class LayoutFromBBOX(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LayoutFromBBOX",
+            display_name="Layout from BBOX",
+            category=CATEGORY,
+            description="A layout from pixel boxes: a BBOX list (KJNodes BatchCropFromMask, Points Editor) or the "
+                        "same as JSON text. One object with a box per frame, or one object per box.",
+            inputs=[
+                io.String.Input("bbox_json", multiline=True, default="[[40, 160, 96, 96], [360, 120, 96, 96]]",
+                                tooltip="Boxes as JSON, [[x, y, w, h], ...] (or [x0, y0, x1, y1] with xyxy); "
+                                        "ignored when bbox is connected."),
+                *_size_inputs(),
+                io.Combo.Input("bbox_format", options=list(L.BBOX_FORMATS), default="xywh",
+                               tooltip="xywh: x, y, width, height (BatchCropFromMask, Points Editor default); "
+                                       "xyxy: corners."),
+                io.Combo.Input("mode", options=list(L.BBOX_MODES), default=L.BBOX_MODES[0],
+                               tooltip="A box per frame of one object (spread over frames), or each box its own "
+                                       "object held still (add key boxes later in the Layout Editor)."),
+                io.Int.Input("frames", default=0, min=0, max=L.boxes.MAX_FRAMES,
+                             tooltip="Video length; 0 = one frame per box (per-frame mode) or 16."),
+                _phrases_input("object"), _interp_input(),
+                BBoxType.Input("bbox", optional=True, tooltip="A BBOX value from another node (list of 4-number boxes)."),
+            ],
+            outputs=[LayoutType.Output(display_name="layout")],
+        )
+
+    @classmethod
+    def execute(cls, bbox_json: str, width: int, height: int, bbox_format: str, mode: str, frames: int,
+                phrases: str, interpolation: str, bbox=None) -> io.NodeOutput:
+        value = bbox if bbox is not None else bbox_json
+        return io.NodeOutput(L.layout_from_bboxes(value, width, height, bbox_format, mode, frames,
+                                                  L.split_phrases(phrases), interpolation))
+
+
+NODES = [LayoutEditor, LayoutFromSpline, LayoutFromBBOX]
+
+if HAS_TRACKS:
+    class LayoutToTracks(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id="I2VMotion_LayoutToTracks",
+                display_name="Layout to Tracks",
+                category=CATEGORY,
+                description="Core TRACKS from a layout: each object's box centre at every frame, in pixels "
+                            "(for WanMove and the core track nodes); visible while the box overlaps the image.",
+                inputs=[LayoutType.Input("layout", tooltip="A layout."), *_size_inputs()],
+                outputs=[io.Tracks.Output(display_name="tracks"),
+                         io.Int.Output(display_name="track_length", tooltip="Frames.")],
+            )
+
+        @classmethod
+        def execute(cls, layout: L.Layout, width: int, height: int) -> io.NodeOutput:
+            return io.NodeOutput(L.layout_to_tracks(layout, width, height), layout.frames)
+
+    class TracksToLayout(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id="I2VMotion_TracksToLayout",
+                display_name="Tracks to Layout",
+                category=CATEGORY,
+                description="A layout from core TRACKS (TracksFromCoords, Generate Video Tracks): one object per "
+                            "track, a box of the given size centred on it at every frame.",
+                inputs=[io.Tracks.Input("tracks", tooltip="Tracks: pixel points per frame."), *_size_inputs(),
+                        *_box_inputs(), _phrases_input("track"), _interp_input(),
+                        io.Float.Input("simplify", default=0.0, min=0.0, max=1000.0, step=0.5,
+                                       tooltip="Drop key boxes the straight path between their neighbours passes "
+                                               "within this many pixels of (0 = a key box every frame).")],
+                outputs=[LayoutType.Output(display_name="layout")],
+            )
+
+        @classmethod
+        def execute(cls, tracks: dict, width: int, height: int, box_width: float, box_height: float, phrases: str,
+                    interpolation: str, simplify: float) -> io.NodeOutput:
+            return io.NodeOutput(L.tracks_to_layout(tracks, width, height, box_width, box_height,
+                                                    L.split_phrases(phrases), interpolation, simplify=simplify))
+
+    NODES += [LayoutToTracks, TracksToLayout]

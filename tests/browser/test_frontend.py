@@ -1,0 +1,214 @@
+"""The pack in the real ComfyUI frontend (1.32.9 on ComfyUI 0.3.75, 1.49.6 on 0.33) in headless Chromium.
+
+- Layout Editor: real mouse drags draw two objects at frame 0 and move them at frame 15 (one box out of the
+  image), the graph is queued with the Run button, and the layout the server computed (the editor node's
+  ``i2v_layout`` output in ``/history``) must hold those boxes; the saved workflow reopens with the same boxes.
+- The template browser lists exactly the example workflows under the pack; each loads with every node type known
+  (no missing-node dialog) and no console error from the pack's extension.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, STATS
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]  # it starts a server too
+
+EXAMPLES = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+PACK = "comfyui-i2v-motion"
+IMAGE = "i2v_browser_car.png"
+TOL = 0.012  # normalised: a few screen pixels of the editor's view
+
+
+def _box_px(view: dict, rect: dict, u: float, v: float) -> tuple[float, float]:
+    """Page pixel of normalised image point (u, v) in the editor canvas."""
+    return rect["x"] + view["x"] + u * view["w"], rect["y"] + view["y"] + v * view["h"]
+
+
+def _drag(page, a: tuple[float, float], b: tuple[float, float], shift: bool = False) -> None:
+    m = page.mouse
+    m.move(*a)
+    if shift:
+        page.keyboard.down("Shift")
+    m.down()
+    m.move((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, steps=4)
+    m.move(*b, steps=4)
+    m.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def _dialog_open(page) -> bool:
+    return page.evaluate("() => !!document.querySelector('.p-dialog')")
+
+
+def _run_button(page):
+    b = page.locator('[data-testid="queue-button"]')
+    return b.first if b.count() else page.get_by_role("button", name="Run", exact=True).first
+
+
+def _editor_value(page, node_id: int) -> dict:
+    return json.loads(page.evaluate(f"() => app.graph.getNodeById({node_id}).widgets.find(w => w.name === 'editor').value"))
+
+
+def test_editor_draw_move_run_and_reopen(ui, server):
+    page, t0 = ui.page, time.perf_counter()
+    shutil.copy(REPO / "example_workflows" / "layout_cases" / "car_approach.png", server.input_dir / IMAGE)
+    ids = page.evaluate("""(image) => {
+        app.graph.clear();
+        const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+        const li = add("LoadImage", [10, 40]);
+        li.widgets.find(w => w.name === "image").value = image;
+        const ed = add("I2VMotion_LayoutEditor", [330, 10]);
+        const pv = add("I2VMotion_LayoutPreview", [820, 40]);
+        const pi = add("PreviewImage", [820, 260]);
+        li.connect(0, ed, ed.inputs.findIndex(i => i.name === "image"));
+        ed.connect(2, pv, 0); ed.connect(0, pv, 1); pv.connect(0, pi, 0);
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true);
+        return {editor: ed.id, preview: pi.id};
+    }""", IMAGE)
+    editor = f"app.graph.getNodeById({ids['editor']}).i2vEditor"
+    page.wait_for_function(f"() => {editor}.img?.naturalWidth === 512")
+    canvas = page.locator(".i2v-le-canvas")
+
+    def P(u: float, v: float) -> tuple[float, float]:
+        """Page pixel of an image point, once the editor's place on the page has settled (the frontend lays DOM
+        widgets out on its animation frames, later on a loaded machine)."""
+        last = None
+        for _ in range(50):
+            now = (canvas.bounding_box(), page.evaluate(f"() => {editor}.view()"))
+            if now == last:
+                break
+            last = now
+            page.wait_for_timeout(100)
+        return _box_px(last[1], last[0], u, v)
+
+    def keys() -> list:
+        return [[k[0] for k in o["boxes"]] for o in _editor_value(page, ids["editor"])["objects"]]
+
+    # frame 0: the car (drag), then a kite (shift+drag: a second object)
+    _drag(page, P(0.15, 0.55), P(0.35, 0.85))
+    assert keys() == [[0]], "the first drag drew no box"
+    _drag(page, P(0.60, 0.10), P(0.75, 0.30), shift=True)
+    assert keys() == [[0], [0]], "shift+drag drew no second object"
+    # frame 15: keyboard on the frame slider, then move both boxes (the car partly out of the image)
+    page.locator(".i2v-le-slider").click()
+    page.keyboard.press("End")
+    page.wait_for_function(f"() => {editor}.frame === 15")
+    _drag(page, P(0.25, 0.70), P(1.05, 0.60))
+    _drag(page, P(0.675, 0.20), P(0.30, 0.25))
+    assert keys() == [[0, 15], [0, 15]], "the moves at frame 15 made no key boxes"
+    page.locator(".i2v-layout-editor select").nth(1).select_option("catmull_rom")  # object 2's own interpolation
+    value = _editor_value(page, ids["editor"])
+    ui.shot(page.locator(".i2v-layout-editor"), "layout_editor_frame15.png")
+    page.locator(".i2v-le-slider").press("Home")
+    for _ in range(8):
+        page.locator(".i2v-le-slider").press("ArrowRight")
+    ui.shot(page.locator(".i2v-layout-editor"), "layout_editor_frame8.png")
+
+    want = {"object 1": [[0, 0.15, 0.55, 0.35, 0.85], [15, 0.95, 0.45, 1.15, 0.75]],
+            "object 2": [[0, 0.60, 0.10, 0.75, 0.30], [15, 0.225, 0.15, 0.375, 0.35]]}
+    got = {o["phrase"]: o["boxes"] for o in value["objects"]}
+    assert set(got) == set(want), value
+    for phrase, keys in want.items():
+        assert [k[0] for k in got[phrase]] == [0, 15], got
+        for g, w in zip(got[phrase], keys):
+            assert max(abs(a - b) for a, b in zip(g[1:], w[1:])) < TOL, (phrase, g, w)
+    assert got["object 1"][1][3] > 1.0  # leaves the image on the right
+    assert [o.get("interpolation") for o in value["objects"]] == [None, "catmull_rom"]
+
+    # queue from the UI; the server's layout (editor node's UI output in /history) must be the drawn one
+    before = set(server.get_json("/history"))
+    _run_button(page).click()
+    deadline, entry = time.monotonic() + 120, None
+    while time.monotonic() < deadline and entry is None:
+        hist = server.get_json("/history")
+        new = [v for k, v in hist.items() if k not in before]
+        if new and new[0].get("status", {}).get("completed") is not None:
+            entry = new[0]
+        time.sleep(0.3)
+    assert entry is not None, "the Run button queued nothing that finished within 120 s"
+    assert entry["status"].get("status_str") == "success", entry["status"]
+    out = entry["outputs"][str(ids["editor"])]["i2v_layout"][0]
+    server_layout = json.loads(out)
+    assert server_layout["frames"] == 16
+    for o in server_layout["objects"]:
+        assert o["boxes"] == [[k[0], *[round(c, 6) for c in k[1:]]] for k in got[o["phrase"]]]
+    assert entry["outputs"][str(ids["preview"])]["images"], "the layout preview did not run"
+    assert len(out.splitlines()) == 1 + 2 + 4  # compact: one key box per line
+    # what the editor draws between the keys is what the server computes (layout_math.js vs layout/boxes.py)
+    import i2v_motion.layout as L
+
+    py_boxes = L.parse_layout(server_layout).boxes().tolist()
+    js_boxes = page.evaluate("""async (lay) => {
+        const m = await import(`/extensions/comfyui-i2v-motion/js/layout_math.js`);
+        return lay.objects.map(o => m.interpolateBoxes(o.boxes, lay.frames, o.interpolation, lay.size_space)); }""",
+                             server_layout)
+    assert max(abs(a - b) for po, jo in zip(py_boxes, js_boxes) for pb, jb in zip(po, jo)
+               for a, b in zip(pb, jb)) < 1e-5
+
+    # the drawing is in the workflow: reopening it shows the same boxes
+    saved = page.evaluate("() => JSON.stringify(app.graph.serialize())")
+    page.evaluate("() => app.graph.clear()")
+    page.evaluate("(wf) => app.loadGraphData(JSON.parse(wf))", saved)
+    page.wait_for_function(f"() => !!app.graph.getNodeById({ids['editor']})?.i2vEditor")
+    assert _editor_value(page, ids["editor"]) == value
+    assert page.evaluate(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.data.objects.length") == 2
+    assert ui.ours() == [], ui.ours()
+    STATS["times"]["editor: draw, run, reopen"] = time.perf_counter() - t0
+
+
+def test_template_browser_lists_the_examples_and_each_loads(ui, server):
+    page, t0 = ui.page, time.perf_counter()
+    assert server.get_json("/api/workflow_templates") == {PACK: EXAMPLES} or \
+        sorted(server.get_json("/api/workflow_templates")[PACK]) == EXAMPLES
+
+    def open_category():
+        if not _dialog_open(page):
+            page.get_by_role("button", name="Templates").first.click()
+        page.get_by_text(PACK, exact=True).first.click()
+        page.get_by_text(f"Showing {len(EXAMPLES)} of {len(EXAMPLES)} templates").wait_for()
+
+    open_category()
+    shown = page.evaluate("""(names) => { const d = document.querySelector('[role=dialog]');
+        const texts = [...d.querySelectorAll('*')].filter(e => !e.children.length).map(e => e.textContent.trim());
+        return {names: names.filter(n => texts.includes(n)), expect: texts.filter(t => t.includes('.expect')),
+                text: d.innerText}; }""", EXAMPLES)
+    assert shown["names"] == EXAMPLES and not shown["expect"], shown["text"][-600:]
+    ui.shot(page, "template_browser.png")
+    for name in EXAMPLES:  # as a user opens them: a click on the template's card (which closes the browser)
+        open_category()
+        page.get_by_text(name, exact=True).first.click()
+        page.wait_for_function("() => !document.querySelector('.p-dialog') && app.graph.nodes.length > 3")
+        page.wait_for_timeout(300)
+        unknown = page.evaluate("() => app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type])"
+                                ".map(n => n.type)")
+        missing_dialog = page.evaluate("() => /missing node|node types were not found/i.test(document.body.innerText)")
+        assert unknown == [] and not missing_dialog, (name, unknown)
+        if name == "layout_box_trajectory":
+            eds = page.evaluate("() => app.graph.nodes.filter(n => n.type === 'I2VMotion_LayoutEditor')"
+                                ".map(n => n.i2vEditor.data.objects.length)")
+            assert eds and eds[0] >= 1, "the layout example should draw its boxes in the Layout Editor"
+            page.wait_for_function("() => app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutCaseLoader')"
+                                   ".i2vCasePreview?.naturalWidth === 512")  # Load Layout Case shows its image
+            page.wait_for_function("() => app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor').i2vEditor.img")
+            page.evaluate("""() => { const n = app.graph.nodes.find(n => n.type === 'I2VMotion_LayoutEditor');
+                app.canvas.ds.scale = 1; app.canvas.ds.offset = [120 - n.pos[0], 120 - n.pos[1]];
+                app.canvas.setDirty(true, true); }""")
+            page.wait_for_timeout(300)
+            ed = page.locator(".i2v-layout-editor").first
+            ui.shot(ed, "layout_example_editor.png")
+    # the help page of a node, where both frontends look for a custom node's docs (from its python_module)
+    doc = page.evaluate("""async () => {
+        const def = LiteGraph.registered_node_types['I2VMotion_LayoutEditor'].nodeData;
+        const pack = def.python_module.split('.')[1];
+        const r = await fetch(`/extensions/${pack}/docs/${def.name}.md`);
+        return {ok: r.ok, type: r.headers.get('content-type'), text: await r.text()}; }""")
+    assert doc["ok"] and "html" not in (doc["type"] or "") and doc["text"].startswith("# Layout Editor"), doc["type"]
+    assert ui.ours() == [], ui.ours()
+    STATS["times"]["templates: list and load"] = time.perf_counter() - t0

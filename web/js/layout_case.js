@@ -1,0 +1,60 @@
+// Load Layout Case (I2VMotion_LayoutCaseLoader): shows the chosen case's image on the node as soon as a case is
+// picked (shipped cases and sub/folder/case names of the input folder), and after a run the image it loaded.
+import { app } from "../../../scripts/app.js";
+import { caseImageUrl, el, viewUrl } from "./common.js";
+
+const NODE = "I2VMotion_LayoutCaseLoader";
+
+app.registerExtension({
+    name: "i2v_motion.LayoutCasePreview",
+    async beforeRegisterNodeDef(nodeType, nodeData) {
+        if (nodeData?.name !== NODE) return;
+        const onNodeCreated = nodeType.prototype.onNodeCreated;
+        nodeType.prototype.onNodeCreated = function () {
+            const r = onNodeCreated?.apply(this, arguments);
+            const img = el("img", { class: "i2v-case-preview", alt: "",
+                style: { width: "100%", height: "100%", objectFit: "contain", display: "none" } });
+            img.addEventListener("load", () => { img.style.display = ""; });
+            img.addEventListener("error", () => { img.style.display = "none"; });
+            const widget = this.addDOMWidget("case_preview", "i2v_case_preview", img,
+                { serialize: false, getMinHeight: () => 120, hideOnZoom: false });
+            widget.serialize = false;
+            this.i2vCasePreview = img;
+            const update = async () => {
+                const url = await caseImageUrl(this).catch(() => null);
+                if (url) img.src = url;
+            };
+            for (const name of ["name", "folder"]) {
+                const w = this.widgets?.find((x) => x.name === name);
+                if (!w) continue;
+                const cb = w.callback;
+                w.callback = (...a) => {
+                    const out = cb?.apply(w, a);
+                    update();
+                    return out;
+                };
+            }
+            this.i2vCaseUpdate = update;
+            const [w, h] = this.size;
+            this.setSize([Math.max(w, 320), Math.max(h, 300)]);
+            setTimeout(update, 0);
+            return r;
+        };
+        const onConfigure = nodeType.prototype.onConfigure;
+        nodeType.prototype.onConfigure = function () {
+            const r = onConfigure?.apply(this, arguments);
+            setTimeout(() => this.i2vCaseUpdate?.(), 0);
+            return r;
+        };
+        const onExecuted = nodeType.prototype.onExecuted;
+        nodeType.prototype.onExecuted = function (message) {
+            const r = onExecuted?.apply(this, arguments);
+            const im = message?.i2v_case_image?.[0];
+            if (im && this.i2vCasePreview) {
+                this.i2vCasePreview.src = viewUrl(im.subfolder ? `${im.subfolder}/${im.filename}` : im.filename,
+                    im.type || "temp");
+            }
+            return r;
+        };
+    },
+});
