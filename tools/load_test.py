@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--prompts", type=int, default=100)
     ap.add_argument("--steps", type=int, default=300, help="steps of the interrupted / killed run (long enough to be caught mid-way)")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops the server below
     comfy, py = host.ensure_host(a.host)
     base = Path(tempfile.mkdtemp(prefix="i2v-load-"))
     ckpt = base / "models" / "checkpoints" / TINY
