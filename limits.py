@@ -13,7 +13,7 @@ import torch
 from .layout.boxes import MAX_FRAMES  # frames of any video the pack builds (the models were trained on 16)
 
 __all__ = ["MAX_FRAMES", "MAX_SIDE", "HEADROOM", "nbytes", "human", "free_memory", "check_alloc", "check_frames",
-           "check_side"]
+           "check_side", "vae_encode_need"]
 MAX_SIDE = 8192      # pixels per side of images/masks the pack makes
 HEADROOM = 0.9       # share of the free memory a single request may plan to use
 
@@ -53,6 +53,19 @@ def check_alloc(estimate: int, what: str, device: torch.device | str | None = No
         where = "RAM" if device is None or torch.device(device).type == "cpu" else str(device)
         raise ValueError(f"{what} would need about {human(estimate)} of memory, more than the {human(free)} free "
                          f"{'in ' if where == 'RAM' else 'on '}{where}{'; ' + hint if hint else ''}")
+
+
+def vae_encode_need(vae, height: int, width: int) -> int:
+    """Bytes ComfyUI expects one ``height``×``width`` VAE encode to take *in RAM* (its own
+    ``memory_used_encode`` estimate; 0 when the VAE runs on a GPU, where ComfyUI tiles instead of failing)."""
+    fn = getattr(vae, "memory_used_encode", None)
+    dev = torch.device(getattr(vae, "device", "cpu") or "cpu")
+    if fn is None or dev.type != "cpu":
+        return 0
+    try:
+        return int(fn((1, 3, int(height), int(width)), getattr(vae, "vae_dtype", torch.float32)))
+    except Exception:  # a VAE whose estimate wants other shapes: no estimate
+        return 0
 
 
 def check_frames(frames: int, what: str = "frames") -> int:

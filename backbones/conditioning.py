@@ -6,7 +6,7 @@ import torch
 import comfy.model_management
 import comfy.utils
 
-from ..limits import MAX_FRAMES, check_alloc, nbytes
+from ..limits import MAX_FRAMES, check_alloc, nbytes, vae_encode_need
 
 
 
@@ -51,8 +51,9 @@ def i2v_conditioning(vae, clip_vision, start_image: torch.Tensor, width: int, he
                          "with the OpenCLIP ViT-H/14 vision model")
     check_size(width, height, length, end_image is not None)
     # concat latent + empty latent (frames × 4 × H/8 × W/8) and two resized copies of the image
-    check_alloc(2 * nbytes((length, 4, height // 8, width // 8)) + 2 * nbytes((height, width, 3)),
-                f"DynamiCrafter Image to Video at {width}x{height} x {length} frames")
+    check_alloc(2 * nbytes((length, 4, height // 8, width // 8)) + 2 * nbytes((height, width, 3))
+                + vae_encode_need(vae, height, width), f"DynamiCrafter Image to Video at {width}x{height} x {length} frames",
+                hint="use a smaller size (the models were trained at 512x320 / 1024x576)")
     start = _resize(start_image, width, height)
     first = vae.encode(start)
     if first.ndim != 4 or first.shape[1] != 4:

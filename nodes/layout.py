@@ -13,7 +13,7 @@ from comfy_api.latest import io, ui
 
 from .. import layout as L
 from ..guards import ensure_guards
-from ..limits import MAX_SIDE, check_alloc, nbytes
+from ..limits import MAX_SIDE, check_alloc, nbytes, vae_encode_need
 
 log = logging.getLogger("i2v_motion.layout")
 
@@ -219,7 +219,7 @@ class LayoutPreview(io.ComfyNode):
                 show_labels: bool) -> io.NodeOutput:
         T = layout.frames
         # the frames (repeated), their uint8 copies for drawing and the result
-        check_alloc(3 * nbytes((T,) + tuple(images.shape[1:])), f"Layout Preview of {T} frames at "
+        check_alloc(4 * nbytes((T,) + tuple(images.shape[1:])), f"Layout Preview of {T} frames at "
                     f"{images.shape[2]}x{images.shape[1]}", hint="preview a smaller image")
         if images.shape[0] == 1:
             images = images.repeat(T, 1, 1, 1)
@@ -374,8 +374,9 @@ class LayoutGuide(io.ComfyNode):
         src = _source_chw(image)
         H, W = src.shape[-2:]
         T = layout.frames
-        # guide frames, per-object warped colour and alpha, the plate, the IMAGE copy: ~17 planes per frame
-        check_alloc(nbytes((17, T, H, W)), f"Layout Guide Video of {T} frames at {W}x{H}",
+        # guide frames, per-object warped colour and alpha, the plate, the IMAGE copy: ~17 planes per frame, plus
+        # one VAE encode at this size when the VAE runs on the CPU (ComfyUI's own estimate)
+        check_alloc(nbytes((17, T, H, W)) + vae_encode_need(vae, H, W), f"Layout Guide Video of {T} frames at {W}x{H}",
                     hint="use a smaller image (the I2V size, e.g. 512x320)")
         plate_chw = None
         if plate is not None:

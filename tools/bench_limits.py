@@ -22,9 +22,10 @@ sys.path.insert(0, str(TOOLS))
 CASES = [
     # (node, frames, width, height)
     ("LayoutToMask", 256, 8192, 8192), ("LayoutToMask", 256, 2048, 2048), ("LayoutToMask", 16, 2048, 2048),
-    ("LayoutGuide", 256, 2048, 2048), ("LayoutGuide", 16, 2048, 2048),
+    ("LayoutGuide", 256, 2048, 2048), ("LayoutGuide", 16, 2048, 2048), ("LayoutGuide", 16, 1024, 576),
     ("LayoutPreview", 256, 2048, 2048), ("LayoutPreview", 16, 2048, 2048),
-    ("DynamiCrafterImageToVideo", 256, 2048, 2048), ("LayoutMaskedDenoise", 256, 2048, 2048),
+    ("DynamiCrafterImageToVideo", 256, 2048, 2048), ("DynamiCrafterImageToVideo", 256, 512, 320),
+    ("LayoutMaskedDenoise", 256, 2048, 2048),
 ]
 
 
@@ -44,7 +45,7 @@ def child(node: str, frames: int, width: int, height: int) -> dict:
     image = torch.rand(1, height, width, 3) if node != "LayoutToMask" else None
     estimate = {"LayoutToMask": nbytes((len(lay.objects) + 5, frames, height, width)),
                 "LayoutGuide": nbytes((17, frames, height, width)),
-                "LayoutPreview": 3 * nbytes((frames, height, width, 3))}.get(node)
+                "LayoutPreview": 4 * nbytes((frames, height, width, 3))}.get(node)
     base = procmem.status()["VmHWM"]
     procmem.reset_peak()
     t0 = time.perf_counter()
