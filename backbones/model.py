@@ -2,8 +2,15 @@
 
 The UNet and the Resampler are one ``diffusion_model`` (keys ``diffusion_model.*`` and
 ``diffusion_model.image_proj_model.*``), so LoRAs, core merge nodes and this pack's merges reach both.
-Video latents are frames-as-batch ``[T, 4, H/8, W/8]`` like core SVD; ``num_video_frames`` comes from
-the noise batch.
+Video latents are frames-as-batch ``[B·T, 4, H/8, W/8]`` like core SVD: B videos of T frames, frame-major
+per video. T travels in the conditioning (``num_video_frames``, set by the image-to-video nodes); without it
+the whole batch is one video. Per-video conditioning (text, CLIP-vision tokens: one row per video) is
+expanded to the frames of its video here, so every later stage (ComfyUI's cond batching, context windows,
+the UNet) sees per-frame rows.
+
+Context windows (core ``Context Windows (Manual)``, ``dim`` 0): each window is sampled as a video of its own
+frame count (its frames get per-frame image tokens when that count is the trained one); the concat latent
+is sliced to the window's frames on every ComfyUI version.
 """
 from __future__ import annotations
 
@@ -73,6 +80,45 @@ class DynamiCrafterConfig(comfy.supported_models_base.BASE):
         return out
 
 
+class CONDFrames(comfy.conds.CONDNoiseShape):
+    """A per-frame cond (the concat latent) that is never cut to a smaller batch: ComfyUI 0.3.75's context
+    windows pass the window's batch size without slicing model conds; :meth:`DynamiCrafterModel._apply_model`
+    then takes the window's frames."""
+
+    def process_cond(self, batch_size, area=None, **kwargs):
+        data = self.cond
+        if area is not None:
+            dims = len(area) // 2
+            for i in range(dims):
+                data = data.narrow(i + 2, area[i + dims], area[i])
+        if data.shape[0] > batch_size:
+            return self._copy_with(data)
+        return self._copy_with(comfy.utils.repeat_to_batch_size(data, batch_size))
+
+
+def per_frame(t: torch.Tensor, videos: int, frames: int, what: str) -> torch.Tensor:
+    """Rows of a per-video (``[B, …]``), shared (``[1, …]``) or per-frame (``[B·T, …]``) tensor as per-frame rows
+    (shared ones stay one row; ComfyUI repeats them)."""
+    n = t.shape[0]
+    if n == videos * frames or n == 1:
+        return t
+    if n == videos:
+        return t.repeat_interleave(frames, dim=0)
+    raise ValueError(f"{what} has {n} rows, but the latent holds {videos} video(s) of {frames} frames: expected 1, "
+                     f"{videos} (one per video) or {videos * frames} (one per frame)")
+
+
+def window_frames(transformer_options: dict | None) -> tuple[list[int], int] | None:
+    """(frame indices, leading anchor frames) of the context window being sampled, or None."""
+    w = (transformer_options or {}).get("context_window")
+    idx = getattr(w, "index_list", None)
+    if idx is None:
+        return None
+    anchor = getattr(w, "causal_anchor_index", None)
+    lead = [int(anchor)] if anchor is not None and anchor >= 0 else []
+    return lead + list(idx), len(lead)
+
+
 class DynamiCrafterModel(comfy.model_base.BaseModel):
     """``BaseModel`` whose conds are: concat latent, text, CLIP-vision tokens, fps / frame stride."""
 
@@ -84,7 +130,12 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
     def extra_conds(self, **kwargs) -> dict:
         out = {}
         noise = kwargs["noise"]
-        frames = noise.shape[0]
+        n = noise.shape[0]
+        frames = int(kwargs.get("num_video_frames") or n)
+        if frames < 1 or n % frames:
+            raise ValueError(f"the latent has {n} frames, not a whole number of videos of {frames} frames "
+                             f"(num_video_frames from the conditioning); sample the latent the image-to-video node made")
+        videos = n // frames
         concat = kwargs.get("concat_latent_image", None)
         if concat is None:
             concat = torch.zeros_like(noise)
@@ -92,17 +143,45 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             concat = self.process_latent_in(concat)
             if concat.shape[-2:] != noise.shape[-2:]:
                 concat = comfy.utils.common_upscale(concat, noise.shape[-1], noise.shape[-2], "bilinear", "center")
-            concat = comfy.utils.resize_to_batch_size(concat, frames)
-        out["c_concat"] = comfy.conds.CONDNoiseShape(concat)
+            if concat.shape[0] == frames and videos > 1:  # one video's concat for every video
+                concat = concat.repeat(videos, 1, 1, 1)
+            concat = comfy.utils.resize_to_batch_size(concat, n)
+        out["c_concat"] = CONDFrames(concat)
         cross_attn = kwargs.get("cross_attn", None)
         if cross_attn is not None:
-            out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
+            out["c_crossattn"] = comfy.conds.CONDCrossAttn(per_frame(cross_attn, videos, frames, "the text conditioning"))
         tokens = kwargs.get("clip_vision_tokens", None)
         if tokens is not None:
-            out["clip_tokens"] = comfy.conds.CONDRegular(tokens)
+            out["clip_tokens"] = comfy.conds.CONDRegular(per_frame(tokens, videos, frames, "clip_vision_tokens"))
         out["fs"] = comfy.conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
         out["num_video_frames"] = comfy.conds.CONDConstant(frames)
+        out["video_frames"] = comfy.conds.CONDConstant(frames)  # T of the whole video (context windows change the other)
         return out
+
+    def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
+        """ComfyUI 0.33+ context windows: the frame count of a window includes its causal anchor frame."""
+        if cond_key == "num_video_frames":
+            total = getattr(cond_value, "cond", None)
+            if isinstance(total, int) and x_in.shape[0] != total:
+                raise ValueError(f"context windows sample one video at a time, but the latent holds "
+                                 f"{x_in.shape[0] // total} videos of {total} frames: use batch_size 1 with context windows")
+            anchor = getattr(window, "causal_anchor_index", None)
+            return comfy.conds.CONDConstant(len(window.index_list) + (1 if anchor is not None and anchor >= 0 else 0))
+        return None
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        """The concat latent of the window being sampled where ComfyUI did not slice it (0.3.75)."""
+        win = window_frames(transformer_options)
+        if c_concat is not None and win is not None and c_concat.shape[0] != x.shape[0]:
+            idx, _ = win
+            groups = x.shape[0] // len(idx)  # cond/uncond batched together
+            full = c_concat.shape[0] // max(1, groups)
+            if groups * len(idx) != x.shape[0] or groups * full != c_concat.shape[0] or max(idx) >= full:
+                raise ValueError(f"context window of {len(idx)} frames does not fit a concat latent of "
+                                 f"{c_concat.shape[0]} frames for a batch of {x.shape[0]}")
+            sel = torch.tensor(idx, device=c_concat.device)
+            c_concat = c_concat.reshape(groups, full, *c_concat.shape[1:]).index_select(1, sel).flatten(0, 1)
+        return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     def extra_conds_shapes(self, **kwargs) -> dict:
         return {}
