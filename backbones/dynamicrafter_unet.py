@@ -427,13 +427,12 @@ class DynamiCrafterUNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 clip_tokens: torch.Tensor | None = None, fs: torch.Tensor | int | None = None,
-                num_video_frames: int | None = None, transformer_options: dict | None = None,
-                video_frames: int | None = None, **_) -> torch.Tensor:
+                num_video_frames: int | None = None, transformer_options: dict | None = None, **_) -> torch.Tensor:
         """``x``: ``[B*T, C, H, W]``; ``context``, ``clip_tokens``, ``timesteps`` per frame or per video.
 
         Per-frame inputs (as ComfyUI's conds arrive: repeated to the frame batch) are reduced to one
-        per video by taking every T-th entry. In a context window ``T`` is the window's frame count and
-        ``video_frames`` the whole video's.
+        per video by taking every T-th entry. In a context window ``T`` is the window's frame count (a
+        causal anchor frame before the window included).
         """
         frames = int(num_video_frames or x.shape[0])
         if x.shape[0] % frames:
@@ -442,12 +441,8 @@ class DynamiCrafterUNet(torch.nn.Module):
         window = (transformer_options or {}).get("context_window")
         lead = 0
         if window is not None and getattr(window, "index_list", None) is not None:
-            idx = list(window.index_list)
-            if video_frames and max(idx) >= int(video_frames):
-                raise ValueError(f"context windows sample one video at a time, but the latent holds several videos "
-                                 f"of {int(video_frames)} frames: use batch_size 1 with context windows")
             anchor = getattr(window, "causal_anchor_index", None)
-            if anchor is not None and anchor >= 0 and frames == len(idx) + 1:
+            if anchor is not None and anchor >= 0 and frames == len(window.index_list) + 1:
                 lead = 1
 
         def per_video(v):

@@ -8,9 +8,9 @@ the whole batch is one video. Per-video conditioning (text, CLIP-vision tokens: 
 expanded to the frames of its video here, so every later stage (ComfyUI's cond batching, context windows,
 the UNet) sees per-frame rows.
 
-Context windows (core ``Context Windows (Manual)``, ``dim`` 0): each window is sampled as a video of its own
-frame count (its frames get per-frame image tokens when that count is the trained one); the concat latent
-is sliced to the window's frames on every ComfyUI version.
+Context windows (core ``Context Windows (Manual)``, ``dim`` 0, on ComfyUIs whose windows take frames-as-batch
+latents, e.g. 0.33): ComfyUI slices the per-frame conds (concat latent, tokens) to each window; the window is
+sampled as a video of its own frame count, causal anchor frame included (:meth:`resize_cond_for_context_window`).
 """
 from __future__ import annotations
 
@@ -80,22 +80,6 @@ class DynamiCrafterConfig(comfy.supported_models_base.BASE):
         return out
 
 
-class CONDFrames(comfy.conds.CONDNoiseShape):
-    """A per-frame cond (the concat latent) that is never cut to a smaller batch: ComfyUI 0.3.75's context
-    windows pass the window's batch size without slicing model conds; :meth:`DynamiCrafterModel._apply_model`
-    then takes the window's frames."""
-
-    def process_cond(self, batch_size, area=None, **kwargs):
-        data = self.cond
-        if area is not None:
-            dims = len(area) // 2
-            for i in range(dims):
-                data = data.narrow(i + 2, area[i + dims], area[i])
-        if data.shape[0] > batch_size:
-            return self._copy_with(data)
-        return self._copy_with(comfy.utils.repeat_to_batch_size(data, batch_size))
-
-
 def per_frame(t: torch.Tensor, videos: int, frames: int, what: str) -> torch.Tensor:
     """Rows of a per-video (``[B, …]``), shared (``[1, …]``) or per-frame (``[B·T, …]``) tensor as per-frame rows
     (shared ones stay one row; ComfyUI repeats them)."""
@@ -106,17 +90,6 @@ def per_frame(t: torch.Tensor, videos: int, frames: int, what: str) -> torch.Ten
         return t.repeat_interleave(frames, dim=0)
     raise ValueError(f"{what} has {n} rows, but the latent holds {videos} video(s) of {frames} frames: expected 1, "
                      f"{videos} (one per video) or {videos * frames} (one per frame)")
-
-
-def window_frames(transformer_options: dict | None) -> tuple[list[int], int] | None:
-    """(frame indices, leading anchor frames) of the context window being sampled, or None."""
-    w = (transformer_options or {}).get("context_window")
-    idx = getattr(w, "index_list", None)
-    if idx is None:
-        return None
-    anchor = getattr(w, "causal_anchor_index", None)
-    lead = [int(anchor)] if anchor is not None and anchor >= 0 else []
-    return lead + list(idx), len(lead)
 
 
 class DynamiCrafterModel(comfy.model_base.BaseModel):
@@ -146,7 +119,7 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             if concat.shape[0] == frames and videos > 1:  # one video's concat for every video
                 concat = concat.repeat(videos, 1, 1, 1)
             concat = comfy.utils.resize_to_batch_size(concat, n)
-        out["c_concat"] = CONDFrames(concat)
+        out["c_concat"] = comfy.conds.CONDNoiseShape(concat)
         cross_attn = kwargs.get("cross_attn", None)
         if cross_attn is not None:
             out["c_crossattn"] = comfy.conds.CONDCrossAttn(per_frame(cross_attn, videos, frames, "the text conditioning"))
@@ -155,7 +128,6 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             out["clip_tokens"] = comfy.conds.CONDRegular(per_frame(tokens, videos, frames, "clip_vision_tokens"))
         out["fs"] = comfy.conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
         out["num_video_frames"] = comfy.conds.CONDConstant(frames)
-        out["video_frames"] = comfy.conds.CONDConstant(frames)  # T of the whole video (context windows change the other)
         return out
 
     def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
@@ -168,20 +140,6 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             anchor = getattr(window, "causal_anchor_index", None)
             return comfy.conds.CONDConstant(len(window.index_list) + (1 if anchor is not None and anchor >= 0 else 0))
         return None
-
-    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        """The concat latent of the window being sampled where ComfyUI did not slice it (0.3.75)."""
-        win = window_frames(transformer_options)
-        if c_concat is not None and win is not None and c_concat.shape[0] != x.shape[0]:
-            idx, _ = win
-            groups = x.shape[0] // len(idx)  # cond/uncond batched together
-            full = c_concat.shape[0] // max(1, groups)
-            if groups * len(idx) != x.shape[0] or groups * full != c_concat.shape[0] or max(idx) >= full:
-                raise ValueError(f"context window of {len(idx)} frames does not fit a concat latent of "
-                                 f"{c_concat.shape[0]} frames for a batch of {x.shape[0]}")
-            sel = torch.tensor(idx, device=c_concat.device)
-            c_concat = c_concat.reshape(groups, full, *c_concat.shape[1:]).index_select(1, sel).flatten(0, 1)
-        return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     def extra_conds_shapes(self, **kwargs) -> dict:
         return {}
