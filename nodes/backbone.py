@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..backbones.checkpoint import CheckpointError
 from ..backbones.conditioning import MAX_BATCH, MAX_FRAMES, RESIZE_MODES, fit_image, i2v_conditioning
+from ..backbones.keyframes import SEAMS, gather_keyframes, join_segments, keyframe_conditioning
 from ..backbones.loader import load_dynamicrafter
 from ..backbones.model import VARIANTS
 
@@ -169,4 +170,80 @@ class ResizeImageForVideo(io.ComfyNode):
         return io.NodeOutput(fit_image(image, width, height, resize_mode))
 
 
-NODES = [LoadDynamiCrafter, DynamiCrafterImageToVideo, ResizeImageForVideo]
+MAX_KEYFRAME_INPUTS = 8
+
+
+class DynamiCrafterKeyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        keys = [io.Image.Input(f"keyframe_{i}", optional=i > 2,
+                               tooltip=f"Keyframe {i} (a batch counts as several keyframes in order)."
+                                       + (" Optional." if i > 2 else "")) for i in range(1, MAX_KEYFRAME_INPUTS + 1)]
+        return io.Schema(
+            node_id="I2VMotion_DynamiCrafterKeyframes",
+            display_name="DynamiCrafter Keyframes to Segments (interp)",
+            category="i2v_motion/backbone",
+            description="For DynamiCrafter interp/loop models: N keyframes → N−1 interpolation segments (keyframe k "
+                        "first, keyframe k+1 last), conditioned as one batch of N−1 videos. Sample the latent with "
+                        "any sampler, VAE Decode, then Join Keyframe Segments (same length) for one video without "
+                        "repeated frames. Loop: repeat the first keyframe at the end.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Text conditioning, the same for every segment."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning (official: empty prompt)."),
+                io.Vae.Input("vae", tooltip="The SD VAE."),
+                io.ClipVision.Input("clip_vision", tooltip="OpenCLIP ViT-H/14 vision tower; each segment gets the "
+                                                           "image tokens of its first keyframe (official interp)."),
+                keys[0], keys[1],
+                io.Int.Input("width", default=512, min=64, max=2048, step=64, tooltip="Video width, a multiple of 64."),
+                io.Int.Input("height", default=320, min=64, max=2048, step=64, tooltip="Video height, a multiple of 64."),
+                io.Int.Input("length", default=16, min=2, max=MAX_FRAMES,
+                             tooltip="Frames per segment, both keyframes included (trained: 16). The joined video "
+                                     "has (N−1)·(length−1)+1 frames."),
+                io.Int.Input("fps", default=24, min=1, max=100, tooltip="fps conditioning (512 interp: 24; lower = "
+                                                                        "more motion)."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip=_RESIZE_TIP),
+                *keys[2:],
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
+                     io.Latent.Output(display_name="latent", tooltip="N−1 segments of length frames, segment after "
+                                                                     "segment.")],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, vae, clip_vision, keyframe_1, keyframe_2, width: int, height: int,
+                length: int, fps: int, resize_mode: str = "crop", **more) -> io.NodeOutput:
+        imgs = [keyframe_1, keyframe_2] + [more.get(f"keyframe_{i}") for i in range(3, MAX_KEYFRAME_INPUTS + 1)]
+        keys = gather_keyframes(imgs, width, height, resize_mode)
+        values_pos, values_neg, latent = keyframe_conditioning(vae, clip_vision, keys, width, height, length, fps)
+        positive = node_helpers.conditioning_set_values(positive, values_pos)
+        negative = node_helpers.conditioning_set_values(negative, values_neg)
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
+class JoinKeyframeSegments(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_JoinSegments",
+            display_name="Join Keyframe Segments",
+            category="i2v_motion/backbone",
+            description="Decoded frames of consecutive segments (DynamiCrafter Keyframes to Segments) → one video: "
+                        "where two segments meet (the same keyframe) one frame is kept, so nothing repeats.",
+            inputs=[
+                io.Image.Input("images", tooltip="All frames from VAE Decode, segment after segment."),
+                io.Int.Input("segment_length", default=16, min=2, max=MAX_FRAMES,
+                             tooltip="Frames per segment: the length of the keyframe node."),
+                io.Combo.Input("seam", options=list(SEAMS), default="next_segment",
+                               tooltip="Which frame stands for a keyframe where segments meet: the next segment's "
+                                       "first, the previous segment's last, or their average."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, images, segment_length: int, seam: str = "next_segment") -> io.NodeOutput:
+        return io.NodeOutput(join_segments(images, segment_length, seam))
+
+
+NODES = [LoadDynamiCrafter, DynamiCrafterImageToVideo, ResizeImageForVideo, DynamiCrafterKeyframes,
+         JoinKeyframeSegments]
