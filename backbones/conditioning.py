@@ -90,7 +90,8 @@ def per_video_images(image: torch.Tensor, videos: int, what: str) -> torch.Tenso
 
 def clip_tokens(clip_vision, image: torch.Tensor) -> torch.Tensor:
     """All 257 last-layer tokens (no post-layernorm, no projection), image squashed to 224² (no crop)."""
-    return clip_vision.encode_image(image, crop=False)["last_hidden_state"]
+    with torch.no_grad():
+        return clip_vision.encode_image(image, crop=False)["last_hidden_state"]
 
 
 def concat_latent(first: torch.Tensor, length: int, last: torch.Tensor | None = None) -> torch.Tensor:

@@ -119,7 +119,7 @@ class DynamiCrafterImageToVideo(io.ComfyNode):
                 io.Int.Input("length", default=16, min=1, max=MAX_FRAMES,
                              tooltip="Frames per video. The released models were trained on 16; with 16 each frame gets "
                                      "its own image tokens, other lengths share all tokens (official fallback). For "
-                                     "longer videos put core Context Windows (Manual) on the MODEL (context_length 16)."),
+                                     "longer videos put core Context Windows (Manual) on the MODEL (context_length 16, dim 0)."),
                 io.Int.Input("fps", default=24, min=1, max=100,
                              tooltip="fps conditioning (frame stride for the 256 model). Paper: 24 (512), 10 (1024), 3 (256)."),
                 io.Image.Input("end_image", optional=True,

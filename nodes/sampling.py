@@ -22,9 +22,11 @@ class DynamiCrafterSampler(io.ComfyNode):
                 io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="DDIM eta: 1.0 in the official and EDG scripts, 0 for deterministic DDIM."),
                 io.Float.Input("guidance_rescale", default=0.7, min=0.0, max=1.0, step=0.01,
-                               tooltip="Rescales the guided v to the conditional v's std over each whole video (official 0.7; 0 for the 256 model)."),
+                               tooltip="Rescales the guided v to the conditional v's std over each whole video "
+                                       "(official 0.7; 0 for the 256 model)."),
                 io.Boolean.Input("dynamic_rescale", default=True,
-                                 tooltip="Scale pred_x0 by scale_arr[t_prev]/scale_arr[t] as the official 512/1024 models (off for 256)."),
+                                 tooltip="Scale pred_x0 by scale_arr[t_prev]/scale_arr[t] as the official 512/1024 "
+                                         "models (off for 256)."),
                 io.Float.Input("base_scale", default=0.7, min=0.05, max=1.0, step=0.01,
                                tooltip="Dynamic-rescale floor: 0.7 for the 512 model, 0.3 for 1024."),
             ],
