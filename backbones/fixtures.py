@@ -14,6 +14,7 @@ accepts a TAESD under ``first_stage_model.`` as the VAE.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import torch
 
@@ -39,21 +40,25 @@ def unet_state_dict(cfg: UNetConfig, seed: int = 0, dtype: torch.dtype = torch.f
     return out
 
 
-def _randn(g: torch.Generator, *shape: int, scale: float | None = None) -> torch.Tensor:
-    t = torch.randn(*shape, generator=g)
-    return t * (scale if scale is not None else (1.0 / max(1, shape[-1]) ** 0.5 if len(shape) > 1 else 0.1))
+def _randn(g: torch.Generator, *shape: int, scale: float | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    s = scale if scale is not None else (1.0 / max(1, shape[-1]) ** 0.5 if len(shape) > 1 else 0.1)
+    if dtype is not None:  # drawn directly in ``dtype`` (one pass; big fixtures)
+        return torch.empty(shape, dtype=dtype).normal_(0.0, s, generator=g)
+    return torch.randn(*shape, generator=g) * s
 
 
-def _openclip_blocks(g: torch.Generator, prefix: str, width: int, layers: int) -> dict[str, torch.Tensor]:
+def _openclip_blocks(g: torch.Generator, prefix: str, width: int, layers: int,
+                     dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    r = partial(_randn, dtype=dtype)
     sd = {}
     for i in range(layers):
         p = f"{prefix}transformer.resblocks.{i}."
-        sd.update({p + "ln_1.weight": 1 + _randn(g, width), p + "ln_1.bias": _randn(g, width),
-                   p + "attn.in_proj_weight": _randn(g, 3 * width, width), p + "attn.in_proj_bias": _randn(g, 3 * width),
-                   p + "attn.out_proj.weight": _randn(g, width, width), p + "attn.out_proj.bias": _randn(g, width),
-                   p + "ln_2.weight": 1 + _randn(g, width), p + "ln_2.bias": _randn(g, width),
-                   p + "mlp.c_fc.weight": _randn(g, 4 * width, width), p + "mlp.c_fc.bias": _randn(g, 4 * width),
-                   p + "mlp.c_proj.weight": _randn(g, width, 4 * width), p + "mlp.c_proj.bias": _randn(g, width)})
+        sd.update({p + "ln_1.weight": 1 + r(g, width), p + "ln_1.bias": r(g, width),
+                   p + "attn.in_proj_weight": r(g, 3 * width, width), p + "attn.in_proj_bias": r(g, 3 * width),
+                   p + "attn.out_proj.weight": r(g, width, width), p + "attn.out_proj.bias": r(g, width),
+                   p + "ln_2.weight": 1 + r(g, width), p + "ln_2.bias": r(g, width),
+                   p + "mlp.c_fc.weight": r(g, 4 * width, width), p + "mlp.c_fc.bias": r(g, 4 * width),
+                   p + "mlp.c_proj.weight": r(g, width, 4 * width), p + "mlp.c_proj.bias": r(g, width)})
     return sd
 
 
@@ -69,16 +74,18 @@ def text_state_dict(width: int = TINY_TEXT_WIDTH, layers: int = 3, seed: int = 1
     return sd
 
 
-def vision_state_dict(width: int = TINY_VISION_WIDTH, layers: int = 2, seed: int = 2) -> dict[str, torch.Tensor]:
+def vision_state_dict(width: int = TINY_VISION_WIDTH, layers: int = 2, seed: int = 2,
+                      dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """OpenCLIP ViT-H/14-style vision tower (``embedder.model.visual.*``): 224 px, patch 14, 257 tokens."""
     g = torch.Generator().manual_seed(seed)
+    r = partial(_randn, dtype=dtype)
     p = "embedder.model.visual."
-    sd = {p + "conv1.weight": _randn(g, width, 3, 14, 14, scale=0.05), p + "class_embedding": _randn(g, width),
-          p + "positional_embedding": _randn(g, 257, width, scale=0.02),
-          p + "ln_pre.weight": 1 + _randn(g, width), p + "ln_pre.bias": _randn(g, width),
-          p + "ln_post.weight": 1 + _randn(g, width), p + "ln_post.bias": _randn(g, width),
-          p + "proj": _randn(g, width, width)}
-    sd.update(_openclip_blocks(g, p, width, layers))
+    sd = {p + "conv1.weight": r(g, width, 3, 14, 14, scale=0.05), p + "class_embedding": r(g, width),
+          p + "positional_embedding": r(g, 257, width, scale=0.02),
+          p + "ln_pre.weight": 1 + r(g, width), p + "ln_pre.bias": r(g, width),
+          p + "ln_post.weight": 1 + r(g, width), p + "ln_post.bias": r(g, width),
+          p + "proj": r(g, width, width)}
+    sd.update(_openclip_blocks(g, p, width, layers, dtype))
     return sd
 
 
@@ -192,7 +199,7 @@ def make_tiny_svd_checkpoint(path: str, seed: int = 0, perturb_of: int | None = 
     sd = svd_unet_state_dict(seed, perturb_of)
     sd.update(taesd_state_dict())
     if with_clip_vision:
-        vis = vision_state_dict(1280, 32, seed=2)
+        vis = vision_state_dict(1280, 32, seed=2, dtype=dtype)
         vis["embedder.model.visual.proj"] = _randn(torch.Generator().manual_seed(seed + 7), 1280, 1024)  # → 1024 wide
         sd.update({SVD_PREFIX_VISION + k[len("embedder.model.visual."):]: v for k, v in vis.items()})
     sd = {k: v.to(dtype).contiguous() if v.is_floating_point() else v.contiguous() for k, v in sd.items()}

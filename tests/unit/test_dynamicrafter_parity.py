@@ -19,6 +19,17 @@ UNET_GOAL, SAMPLER_GOAL = 1e-4, 1e-3
 FILES = sorted(p.name for p in VECTORS.glob("*.safetensors")) if VECTORS.is_dir() else []
 
 
+_RESULTS: dict[str, dict] = {}
+
+
+def _parity(path) -> dict:
+    """``tools/parity.py`` on one file (once per session: the knobs test reuses the result)."""
+    key = str(path)
+    if key not in _RESULTS:
+        _RESULTS[key] = parity.parity(path)
+    return _RESULTS[key]
+
+
 def _require(vectors_dir, name: str):
     path = vectors_dir / name
     if not path.is_file():
@@ -28,7 +39,7 @@ def _require(vectors_dir, name: str):
 
 @pytest.mark.parametrize("name", FILES or ["(no vectors)"])
 def test_vector_file_matches_official(vectors_dir, name):
-    r = parity.parity(_require(vectors_dir, name))
+    r = _parity(_require(vectors_dir, name))
     case = r["files"][0]
     print(f"parity {name}: {case}")
     if "sampler" in r:
@@ -81,4 +92,4 @@ def test_knobs_matter_on_the_recorded_runs(vectors_dir):
     err_plain_start = float((out * parity.SD15_SCALE - parity._frames_as_batch(io["out"])).abs().max())
     print(f"256 uniform without the official start: max abs err {err_plain_start:.3g}")
     assert err_plain_start > 100 * SAMPLER_GOAL
-    assert parity.parity(p256)["sampler"] <= SAMPLER_GOAL
+    assert _parity(p256)["sampler"] <= SAMPLER_GOAL
