@@ -1,13 +1,19 @@
-"""DynamiCrafter image-to-video conditioning: concat latent, CLIP-vision tokens, fps."""
+"""DynamiCrafter image-to-video conditioning: image preprocessing, concat latent, CLIP-vision tokens, fps.
+
+A batch of B videos of T frames is one frames-as-batch latent ``[B·T, 4, H/8, W/8]``; T travels in the
+conditioning as ``num_video_frames`` (see ``model.py``).
+"""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 import comfy.model_management
-import comfy.utils
 
 from ..limits import MAX_FRAMES, check_alloc, nbytes, vae_encode_need
 
+RESIZE_MODES: tuple[str, ...] = ("crop", "stretch", "pad")
+MAX_BATCH = 64
 
 
 def check_size(width: int, height: int, length: int, interp: bool = False) -> None:
@@ -24,49 +30,132 @@ def check_size(width: int, height: int, length: int, interp: bool = False) -> No
         raise ValueError(f"an end image (interpolation) needs length ≥ 2; got {length}")
 
 
-def _resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """IMAGE [B,H,W,C] → [1,H',W',3] at the target size without keeping aspect (official preprocessing)."""
-    if image.ndim != 4 or image.shape[-1] < 3:
-        raise ValueError(f"expected an IMAGE [batch, height, width, 3]; got shape {tuple(image.shape)}")
-    img = image[:1, :, :, :3]
-    return comfy.utils.common_upscale(img.movedim(-1, 1), width, height, "bilinear", "disabled").movedim(1, -1)
+def _check_image(image: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.is_tensor(image) or image.ndim != 4 or image.shape[-1] < 3 or image.shape[0] < 1:
+        shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+        raise ValueError(f"{what}: expected an IMAGE [batch, height, width, 3]; got {shape}")
+    return image[..., :3]
+
+
+def _scaled(image: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """``[N, H, W, 3]`` → ``[N, h, w, 3]``, bilinear with antialiasing (as PIL's resize in the official scripts)."""
+    if tuple(image.shape[1:3]) == (h, w):
+        return image
+    x = F.interpolate(image.movedim(-1, 1).float(), size=(h, w), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return x.clamp(0, 1).movedim(1, -1).to(image.dtype)
+
+
+def fit_image(image: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
+    """IMAGE ``[N, H, W, C]`` → ``[N, height, width, 3]``.
+
+    ``crop`` (default): scale to cover width×height keeping the aspect, centre-crop — the official scripts'
+    ``Resize(min(height, width))`` + ``CenterCrop`` whenever that already covers the target (images at least
+    as wide as the target's aspect, e.g. 16:9 at 512×320; every image at 256×256); for narrower images the
+    official transform pads black bars, this crops instead. ``stretch``: resize to width×height, aspect lost.
+    ``pad``: fit inside width×height keeping the aspect, black bars around.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize_mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
+    image = _check_image(image, "image")
+    n, h, w = image.shape[:3]
+    if mode == "stretch" or (h, w) == (height, width):
+        return _scaled(image, width, height)
+    wider = w * height >= width * h  # image aspect ≥ target aspect
+    if (mode == "crop") == wider:  # height is the limiting side
+        nh, nw = height, max(1, int(height * w / h))
+    else:
+        nw, nh = width, max(1, int(width * h / w))
+    if mode == "crop":
+        nh, nw = max(nh, height), max(nw, width)
+        top, left = int(round((nh - height) / 2.0)), int(round((nw - width) / 2.0))
+        return _scaled(image, nw, nh)[:, top:top + height, left:left + width]
+    nh, nw = min(nh, height), min(nw, width)
+    out = torch.zeros((n, height, width, 3), dtype=image.dtype, device=image.device)
+    top, left = (height - nh) // 2, (width - nw) // 2
+    out[:, top:top + nh, left:left + nw] = _scaled(image, nw, nh)
+    return out
+
+
+def per_video_images(image: torch.Tensor, videos: int, what: str) -> torch.Tensor:
+    """One image per video: a single image is shared by every video, a batch of ``videos`` gives one each."""
+    image = _check_image(image, what)
+    if image.shape[0] == videos:
+        return image
+    if image.shape[0] == 1:
+        return image.expand(videos, -1, -1, -1)
+    raise ValueError(f"{what} holds {image.shape[0]} images for batch_size {videos}: give 1 image (shared by every "
+                     f"video) or {videos} (one per video)")
 
 
 def clip_tokens(clip_vision, image: torch.Tensor) -> torch.Tensor:
     """All 257 last-layer tokens (no post-layernorm, no projection), image squashed to 224² (no crop)."""
-    return clip_vision.encode_image(image, crop=False)["last_hidden_state"]
+    with torch.no_grad():
+        return clip_vision.encode_image(image, crop=False)["last_hidden_state"]
+
+
+def concat_latent(first: torch.Tensor, length: int, last: torch.Tensor | None = None) -> torch.Tensor:
+    """Concat latent of B videos ``[B·T, C, h, w]`` from their first-frame latents ``[B, C, h, w]``: the first
+    latent on every frame, or (interp/loop models, ``last`` given) first and last frame set, the others zero."""
+    if last is None:
+        return first.repeat_interleave(length, dim=0)
+    if last.shape != first.shape:
+        raise ValueError(f"first and last latents differ in shape: {tuple(first.shape)} vs {tuple(last.shape)}")
+    out = torch.zeros((first.shape[0], length) + tuple(first.shape[1:]), dtype=first.dtype, device=first.device)
+    out[:, 0], out[:, -1] = first, last
+    return out.flatten(0, 1)
+
+
+def conditioning_values(first: torch.Tensor, tokens: torch.Tensor, uc_tokens: torch.Tensor, length: int, fps: int,
+                        last: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """Positive / negative cond values from encoded images: first(/last)-frame VAE latents ``[B, 4, h, w]``,
+    CLIP-vision tokens (``[B, 257, D]`` per video or ``[1, 257, D]`` shared) and the negative's tokens."""
+    concat = concat_latent(first, length, last)
+    common = {"concat_latent_image": concat, "fs": int(fps), "num_video_frames": int(length)}
+    return {**common, "clip_vision_tokens": tokens}, {**common, "clip_vision_tokens": uc_tokens}
 
 
 def i2v_conditioning(vae, clip_vision, start_image: torch.Tensor, width: int, height: int, length: int, fps: int,
-                     end_image: torch.Tensor | None = None) -> tuple[dict, dict, torch.Tensor]:
-    """Values for positive / negative conds, and the empty frames-as-batch latent ``[T, 4, H/8, W/8]``.
+                     end_image: torch.Tensor | None = None, batch_size: int = 1,
+                     resize_mode: str = "crop") -> tuple[dict, dict, torch.Tensor]:
+    """Values for positive / negative conds, and the empty frames-as-batch latent ``[B·T, 4, H/8, W/8]``.
 
-    Concat latent: the first frame's latent on every frame (interp: first and last set, others zero).
-    Negative image tokens are those of an all-zero image in the model's [-1, 1] space (mid-grey here).
+    ``start_image`` (and ``end_image``) hold one image for every video or one per video. Concat latent: each
+    video's first-frame latent on every frame (interp: first and last set, others zero). Image tokens come
+    from each video's start image; the negative's from an all-zero image in the model's [-1, 1] space
+    (mid-grey here), as the official code.
     """
     if vae is None:
         raise ValueError("no VAE: this checkpoint holds none; connect a stock Load VAE (SD VAE) node")
     if clip_vision is None:
         raise ValueError("no CLIP_VISION: this checkpoint holds none; connect a stock Load CLIP Vision node "
                          "with the OpenCLIP ViT-H/14 vision model")
+    if not 1 <= int(batch_size) <= MAX_BATCH:
+        raise ValueError(f"batch_size must be 1..{MAX_BATCH}; got {batch_size}")
+    b = int(batch_size)
     check_size(width, height, length, end_image is not None)
-    # concat latent + empty latent (frames × 4 × H/8 × W/8) and two resized copies of the image
-    check_alloc(2 * nbytes((length, 4, height // 8, width // 8)) + 2 * nbytes((height, width, 3))
-                + vae_encode_need(vae, height, width), f"DynamiCrafter Image to Video at {width}x{height} x {length} frames",
+    # concat latent + empty latent (B·T × 4 × H/8 × W/8) and the resized images
+    check_alloc(2 * nbytes((b * length, 4, height // 8, width // 8)) + 4 * b * nbytes((height, width, 3))
+                + vae_encode_need(vae, height, width),
+                f"DynamiCrafter Image to Video at {width}x{height} x {length} frames x {b} videos",
                 hint="use a smaller size (the models were trained at 512x320 / 1024x576)")
-    start = _resize(start_image, width, height)
+    starts = per_video_images(start_image, b, "start_image")
+    shared = starts.shape[0] > 1 and start_image.shape[0] == 1
+    start = fit_image(starts[:1] if shared else starts, width, height, resize_mode)
     first = vae.encode(start)
     if first.ndim != 4 or first.shape[1] != 4:
         raise ValueError(f"the VAE gave a latent of shape {tuple(first.shape)}; DynamiCrafter needs the 4-channel SD VAE")
+    if shared:
+        first = first.expand(b, -1, -1, -1)
+    last = None
     if end_image is not None:
-        last = vae.encode(_resize(end_image, width, height))
-        concat = torch.zeros((length,) + tuple(first.shape[1:]), dtype=first.dtype)
-        concat[0], concat[-1] = first[0], last[0]
-    else:
-        concat = first.repeat(length, 1, 1, 1)
-    tokens = clip_tokens(clip_vision, start)
-    uc_tokens = clip_tokens(clip_vision, torch.full_like(start, 0.5))
-    latent = torch.zeros((length, 4, height // 8, width // 8), device=comfy.model_management.intermediate_device())
-    pos = {"concat_latent_image": concat, "clip_vision_tokens": tokens, "fs": int(fps)}
-    neg = {"concat_latent_image": concat, "clip_vision_tokens": uc_tokens, "fs": int(fps)}
+        ends = per_video_images(end_image, b, "end_image")
+        if end_image.shape[0] == 1 and b > 1:
+            last = vae.encode(fit_image(ends[:1], width, height, resize_mode)).expand(b, -1, -1, -1)
+        else:
+            last = vae.encode(fit_image(ends, width, height, resize_mode))
+    tokens = clip_tokens(clip_vision, start)  # [1, …] when one image is shared: ComfyUI repeats it
+    uc_tokens = clip_tokens(clip_vision, torch.full_like(start[:1], 0.5))
+    pos, neg = conditioning_values(first, tokens, uc_tokens, length, fps, last)
+    latent = torch.zeros((b * length, 4, height // 8, width // 8), device=comfy.model_management.intermediate_device())
     return pos, neg, latent

@@ -402,21 +402,27 @@ class DynamiCrafterUNet(torch.nn.Module):
         self.image_proj_model = Resampler(cfg.resampler, **kw) if cfg.resampler is not None else None
 
     # -- conditioning helpers ------------------------------------------------------------------
-    def image_context(self, context: torch.Tensor, clip_tokens: torch.Tensor | None, frames: int) -> torch.Tensor:
+    def image_context(self, context: torch.Tensor, clip_tokens: torch.Tensor | None, frames: int,
+                      lead: int = 0) -> torch.Tensor:
         """Text context ``[B, 77, D]`` + image tokens → per-frame context ``[B*T, L, D]`` (official layout).
 
         Image tokens are ``Resampler(clip_tokens)``: ``16 × video_length`` of them. When that equals
         ``16 × frames`` each frame sees the text plus its own 16 tokens; otherwise every frame sees the
-        text plus all tokens (the official fallback).
+        text plus all tokens (the official fallback). ``lead`` frames before a context window (ComfyUI's
+        causal anchor) take the tokens of the window's first frame.
         """
-        b = context.shape[0]
         if clip_tokens is None or self.image_proj_model is None:
             return context.repeat_interleave(frames, dim=0)
         img = self.image_proj_model(clip_tokens.to(context))
-        if img.shape[1] == QUERIES_PER_FRAME * frames:
+        own = frames - lead
+        if lead and img.shape[1] != QUERIES_PER_FRAME * own:
+            own, lead = frames, 0
+        if img.shape[1] == QUERIES_PER_FRAME * own:
             text = context[:, :TEXT_TOKENS].repeat_interleave(frames, dim=0)
-            img = rearrange(img, "b (t l) c -> (b t) l c", t=frames)
-            return torch.cat([text, img], dim=1)
+            img = rearrange(img, "b (t l) c -> b t l c", t=own)
+            if lead:
+                img = torch.cat([img[:, :1].expand(-1, lead, -1, -1), img], dim=1)
+            return torch.cat([text, img.flatten(0, 1)], dim=1)
         return torch.cat([context[:, :TEXT_TOKENS], img], dim=1).repeat_interleave(frames, dim=0)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
@@ -425,12 +431,19 @@ class DynamiCrafterUNet(torch.nn.Module):
         """``x``: ``[B*T, C, H, W]``; ``context``, ``clip_tokens``, ``timesteps`` per frame or per video.
 
         Per-frame inputs (as ComfyUI's conds arrive: repeated to the frame batch) are reduced to one
-        per video by taking every T-th entry.
+        per video by taking every T-th entry. In a context window ``T`` is the window's frame count (a
+        causal anchor frame before the window included).
         """
         frames = int(num_video_frames or x.shape[0])
         if x.shape[0] % frames:
             raise ValueError(f"batch of {x.shape[0]} frames is not a multiple of num_video_frames={frames}")
         b = x.shape[0] // frames
+        window = (transformer_options or {}).get("context_window")
+        lead = 0
+        if window is not None and getattr(window, "index_list", None) is not None:
+            anchor = getattr(window, "causal_anchor_index", None)
+            if anchor is not None and anchor >= 0 and frames == len(window.index_list) + 1:
+                lead = 1
 
         def per_video(v):
             if v is None or not torch.is_tensor(v) or v.ndim == 0:
@@ -454,7 +467,7 @@ class DynamiCrafterUNet(torch.nn.Module):
                 fs = fs.expand(b)
             emb = emb + self.fps_embedding(timestep_embedding(fs, self.config.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
-        ctx = self.image_context(context, clip_tokens, frames).to(dtype)
+        ctx = self.image_context(context, clip_tokens, frames, lead).to(dtype)
 
         h = x
         hs = []

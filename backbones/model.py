@@ -2,8 +2,15 @@
 
 The UNet and the Resampler are one ``diffusion_model`` (keys ``diffusion_model.*`` and
 ``diffusion_model.image_proj_model.*``), so LoRAs, core merge nodes and this pack's merges reach both.
-Video latents are frames-as-batch ``[T, 4, H/8, W/8]`` like core SVD; ``num_video_frames`` comes from
-the noise batch.
+Video latents are frames-as-batch ``[B·T, 4, H/8, W/8]`` like core SVD: B videos of T frames, frame-major
+per video. T travels in the conditioning (``num_video_frames``, set by the image-to-video nodes); without it
+the whole batch is one video. Per-video conditioning (text, CLIP-vision tokens: one row per video) is
+expanded to the frames of its video here, so every later stage (ComfyUI's cond batching, context windows,
+the UNet) sees per-frame rows.
+
+Context windows (core ``Context Windows (Manual)``, ``dim`` 0, on ComfyUIs whose windows take frames-as-batch
+latents, e.g. 0.33): ComfyUI slices the per-frame conds (concat latent, tokens) to each window; the window is
+sampled as a video of its own frame count, causal anchor frame included (:meth:`resize_cond_for_context_window`).
 """
 from __future__ import annotations
 
@@ -73,6 +80,18 @@ class DynamiCrafterConfig(comfy.supported_models_base.BASE):
         return out
 
 
+def per_frame(t: torch.Tensor, videos: int, frames: int, what: str) -> torch.Tensor:
+    """Rows of a per-video (``[B, …]``), shared (``[1, …]``) or per-frame (``[B·T, …]``) tensor as per-frame rows
+    (shared ones stay one row; ComfyUI repeats them)."""
+    n = t.shape[0]
+    if n == videos * frames or n == 1:
+        return t
+    if n == videos:
+        return t.repeat_interleave(frames, dim=0)
+    raise ValueError(f"{what} has {n} rows, but the latent holds {videos} video(s) of {frames} frames: expected 1, "
+                     f"{videos} (one per video) or {videos * frames} (one per frame)")
+
+
 class DynamiCrafterModel(comfy.model_base.BaseModel):
     """``BaseModel`` whose conds are: concat latent, text, CLIP-vision tokens, fps / frame stride."""
 
@@ -84,7 +103,12 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
     def extra_conds(self, **kwargs) -> dict:
         out = {}
         noise = kwargs["noise"]
-        frames = noise.shape[0]
+        n = noise.shape[0]
+        frames = int(kwargs.get("num_video_frames") or n)
+        if frames < 1 or n % frames:
+            raise ValueError(f"the latent has {n} frames, not a whole number of videos of {frames} frames "
+                             f"(num_video_frames from the conditioning); sample the latent the image-to-video node made")
+        videos = n // frames
         concat = kwargs.get("concat_latent_image", None)
         if concat is None:
             concat = torch.zeros_like(noise)
@@ -92,17 +116,30 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             concat = self.process_latent_in(concat)
             if concat.shape[-2:] != noise.shape[-2:]:
                 concat = comfy.utils.common_upscale(concat, noise.shape[-1], noise.shape[-2], "bilinear", "center")
-            concat = comfy.utils.resize_to_batch_size(concat, frames)
+            if concat.shape[0] == frames and videos > 1:  # one video's concat for every video
+                concat = concat.repeat(videos, 1, 1, 1)
+            concat = comfy.utils.resize_to_batch_size(concat, n)
         out["c_concat"] = comfy.conds.CONDNoiseShape(concat)
         cross_attn = kwargs.get("cross_attn", None)
         if cross_attn is not None:
-            out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
+            out["c_crossattn"] = comfy.conds.CONDCrossAttn(per_frame(cross_attn, videos, frames, "the text conditioning"))
         tokens = kwargs.get("clip_vision_tokens", None)
         if tokens is not None:
-            out["clip_tokens"] = comfy.conds.CONDRegular(tokens)
+            out["clip_tokens"] = comfy.conds.CONDRegular(per_frame(tokens, videos, frames, "clip_vision_tokens"))
         out["fs"] = comfy.conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
         out["num_video_frames"] = comfy.conds.CONDConstant(frames)
         return out
+
+    def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
+        """ComfyUI 0.33+ context windows: the frame count of a window includes its causal anchor frame."""
+        if cond_key == "num_video_frames":
+            total = getattr(cond_value, "cond", None)
+            if isinstance(total, int) and x_in.shape[0] != total:
+                raise ValueError(f"context windows sample one video at a time, but the latent holds "
+                                 f"{x_in.shape[0] // total} videos of {total} frames: use batch_size 1 with context windows")
+            anchor = getattr(window, "causal_anchor_index", None)
+            return comfy.conds.CONDConstant(len(window.index_list) + (1 if anchor is not None and anchor >= 0 else 0))
+        return None
 
     def extra_conds_shapes(self, **kwargs) -> dict:
         return {}

@@ -1,11 +1,15 @@
 """The official DynamiCrafter sampler on ComfyUI's sampling machinery.
 
-Official sampling = DDIM on ``uniform_trailing`` timesteps (ComfyUI's ``simple`` scheduler gives
-exactly those), eta, CFG with guidance rescale applied to the guided **v** over the whole video, and
+Official sampling = DDIM on ``uniform_trailing`` timesteps (``uniform`` for the 256 scripts), starting
+from pure noise x_T ~ N(0, I), eta, CFG with guidance rescale applied to the guided **v** per video, and
 dynamic rescale of ``pred_x0``. Both rescales need things stock samplers cannot see (the cond/uncond
-split over the whole video, the schedule's next timestep, ``e_t`` from the un-rescaled prediction), so
+split over each whole video, the schedule's next timestep, ``e_t`` from the un-rescaled prediction), so
 this is a ``KSAMPLER`` usable from SamplerCustom/SamplerCustomAdvanced, plus a model patch for the
 guidance rescale alone that works with any stock sampler.
+
+ComfyUI's ``simple`` scheduler truncates where the official spacing rounds, so the two agree only when
+the step count divides 1000 (1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, …); :func:`official_sigmas` gives the
+official timesteps for every step count.
 
 Conventions: ComfyUI keeps ``x = x_t / sqrt(ā)`` (``ā = 1/(1+σ²)``); the official code keeps ``x_t``.
 Zero-terminal-SNR models have ``ā = 0`` at t = 999; ComfyUI stores a tiny positive value there, so the
@@ -18,6 +22,7 @@ import torch
 from tqdm.auto import trange
 
 import comfy.model_sampling
+import comfy.samplers
 
 
 def dynamic_rescale_scale(t: torch.Tensor | float, base_scale: float) -> torch.Tensor:
@@ -51,9 +56,26 @@ def _prediction(x_off: torch.Tensor, denoised: torch.Tensor, a_c: torch.Tensor, 
     return (x_off / a_c.sqrt() - denoised) / sigma.double()
 
 
+def video_frames_of(conds: list | None, batch: int) -> int:
+    """Frames per video of a frames-as-batch evaluation: ``num_video_frames`` from the conds (ComfyUI's
+    processed cond dicts), else the whole batch is one video."""
+    for c in conds or ():
+        nvf = (c.get("model_conds") or {}).get("num_video_frames") if isinstance(c, dict) else None
+        t = getattr(nvf, "cond", None)
+        if isinstance(t, int) and t > 0 and batch % t == 0:
+            return t
+    return batch
+
+
+def _per_video_std(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Std over (frames, C, H, W) of each video of a frames-as-batch tensor, broadcast back to every frame."""
+    b = x.shape[0] // frames
+    return x.reshape(b, -1).std(dim=1).repeat_interleave(frames).view(-1, *([1] * (x.ndim - 1)))
+
+
 def rescale_cfg_video(args: dict, guidance_rescale: float) -> torch.Tensor:
-    """``sampler_cfg_function``: CFG, then the official guidance rescale on v (or eps), std over the
-    whole video (all frames of the frames-as-batch latent), against the conditional prediction."""
+    """``sampler_cfg_function``: CFG, then the official guidance rescale on v (or eps) with the std over each
+    whole video (all its frames; ``num_video_frames`` from the conds), against the conditional prediction."""
     x, sigma = args["input"], args["sigma"]
     cond, uncond, scale = args["cond_denoised"], args["uncond_denoised"], args["cond_scale"]
     ms = args["model"].model_sampling
@@ -65,7 +87,10 @@ def rescale_cfg_video(args: dict, guidance_rescale: float) -> torch.Tensor:
     pu = _prediction(x_off, uncond.double(), a_c, s, v)
     cfg = pu + scale * (pc - pu)
     if guidance_rescale > 0:
-        cfg = guidance_rescale * cfg * (pc.std() / cfg.std()) + (1 - guidance_rescale) * cfg
+        # frames-as-batch: num_video_frames per video; a video latent [B, C, T, H, W]: one video per entry
+        frames = video_frames_of(args.get("input_cond"), x.shape[0]) if x.ndim == 4 else 1
+        cfg = guidance_rescale * cfg * (_per_video_std(pc, frames) / _per_video_std(cfg, frames)) \
+            + (1 - guidance_rescale) * cfg
     if v:
         den = a_c.sqrt() * x_off - (1 - a_c).sqrt() * cfg
     else:
@@ -119,19 +144,68 @@ def sample_dynamicrafter_ddim(model, x: torch.Tensor, sigmas: torch.Tensor, extr
     return x
 
 
-def trailing_sigmas(model_sampling, steps: int) -> torch.Tensor:
-    """``uniform_trailing`` DDIM timesteps (999, 999−1000/N, …) as sigmas ending in 0 (= ComfyUI 'simple')."""
+SPACINGS: tuple[str, ...] = ("uniform_trailing", "uniform")
+
+
+def official_timesteps(steps: int, spacing: str = "uniform_trailing", ddpm_steps: int = 1000) -> list[int]:
+    """The official DDIM timesteps (``make_ddim_timesteps``), descending.
+
+    ``uniform_trailing``: ``round(arange(1000, 0, -1000/N)) - 1`` (999, 979, …, 19 for 50; rounded, not
+    truncated). ``uniform`` (the 256 scripts): ``range(0, 1000, 1000 // N) + 1`` (901, 801, …, 1 for 10) —
+    as in the official code that is more than N steps when N does not divide 1000 (7 → 8 steps). Entries the
+    official code could not index are dropped: a ``-1`` that float round-off adds to ``uniform_trailing`` at a
+    few step counts (61, 103, …) and ``uniform`` timesteps ≥ 1000 (N = 3: 1, 334, 667, not 1000).
+    """
+    import numpy as np
+
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1; got {steps}")
+    if spacing == "uniform_trailing":
+        ts = np.round(np.arange(ddpm_steps, 0, -ddpm_steps / steps)).astype(np.int64) - 1
+    elif spacing == "uniform":
+        ts = np.asarray(list(range(0, ddpm_steps, max(1, ddpm_steps // steps))), dtype=np.int64)[::-1] + 1
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
+    return [int(t) for t in ts if 0 <= t < ddpm_steps]
+
+
+def official_sigmas(model_sampling, steps: int, spacing: str = "uniform_trailing") -> torch.Tensor:
+    """:func:`official_timesteps` as ComfyUI sigmas (the model's own schedule), ending in 0."""
     n = len(model_sampling.sigmas)
-    ss = n / steps
-    sig = [float(model_sampling.sigmas[-(1 + int(x * ss))]) for x in range(steps)]
-    return torch.tensor(sig + [0.0], dtype=torch.float32)
+    ts = official_timesteps(steps, spacing, n)
+    return torch.tensor([float(model_sampling.sigmas[t]) for t in ts] + [0.0], dtype=torch.float32)
 
 
-def official_timesteps(steps: int, ddpm_steps: int = 1000) -> list[int]:
-    """The official ``uniform_trailing`` timesteps, descending (for checks and docs)."""
-    c = ddpm_steps / steps
-    return [int(round(ddpm_steps - k * c)) - 1 for k in range(steps)]
+def trailing_sigmas(model_sampling, steps: int) -> torch.Tensor:
+    """``uniform_trailing`` DDIM timesteps (999, 979, …, 19 for 50 steps) as sigmas ending in 0."""
+    return official_sigmas(model_sampling, steps, "uniform_trailing")
+
+
+class OfficialKSampler(comfy.samplers.KSAMPLER):
+    """``KSAMPLER`` that starts a generation from pure noise x_T ~ N(0, I), as the official DDIM sampler does
+    whatever its first timestep (``uniform`` spacing starts below 999, where ComfyUI would scale the noise by
+    σ0 instead of sqrt(1 + σ0²)). With a non-empty latent (img2img, layout guides) ComfyUI's own noise
+    scaling is kept."""
+
+    _from_empty = False
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        self._from_empty = latent_image is None or not bool(torch.any(latent_image != 0))
+        return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                              disable_pbar)
+
+    def max_denoise(self, model_wrap, sigmas) -> bool:
+        return self._from_empty or super().max_denoise(model_wrap, sigmas)
+
+
+def official_sampler(eta: float = 1.0, guidance_rescale: float = 0.7,
+                     base_scale: float | None = 0.7) -> OfficialKSampler:
+    """The official DDIM sampler as a ComfyUI ``SAMPLER`` (``base_scale=None``: no dynamic rescale)."""
+    return OfficialKSampler(sample_dynamicrafter_ddim, extra_options={
+        "eta": eta, "guidance_rescale": guidance_rescale, "base_scale": base_scale})
 
 
 __all__ = ["sample_dynamicrafter_ddim", "rescale_cfg_video", "trailing_sigmas", "official_timesteps",
-           "dynamic_rescale_scale"]
+           "official_sigmas", "official_sampler", "OfficialKSampler", "SPACINGS", "dynamic_rescale_scale",
+           "video_frames_of"]

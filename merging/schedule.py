@@ -559,15 +559,57 @@ def _outer_sample_wrapper(executor, *args, **kwargs):
                 topts[SCHEDULE_KEY] = prev
 
 
+def _video_phases(run: ScheduleRun, x: torch.Tensor, t: torch.Tensor, ms: Any, sample_sigmas, frames: int) -> list[int]:
+    """Phase of every video of a frames-as-batch evaluation (``frames`` per video): the noisiest frame of a
+    video decides, so a video never runs with two experts."""
+    sig = t.detach().reshape(-1)
+    if sig.numel() != x.shape[0] or frames < 1 or x.shape[0] % frames:
+        return [run.phase_for(t, ms, sample_sigmas)]
+    per_video = sig.reshape(-1, frames).max(dim=1).values
+    if bool((per_video == per_video[0]).all()):
+        return [run.phase_for(per_video[:1], ms, sample_sigmas)] * per_video.numel()
+    return [run.phase_for(v.reshape(1), ms, sample_sigmas) for v in per_video]
+
+
+def _rows(v: Any, rows: torch.Tensor, n: int) -> Any:
+    """``v`` restricted to the batch rows ``rows`` where it has one row per frame (``n``); else unchanged."""
+    if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n:
+        return v.index_select(0, rows.to(v.device))
+    return v
+
+
 def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
                          **kwargs):
     run = transformer_options.get(SCHEDULE_KEY) if transformer_options else None
-    if isinstance(run, ScheduleRun):
-        ms = executor.class_obj.model_sampling
-        phase = run.phase_for(t, ms, transformer_options.get("sample_sigmas"))
-        if phase != run.phase:
-            run.activate(phase, ddpm_timestep(ms, t))
-    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    if not isinstance(run, ScheduleRun):
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    ms = executor.class_obj.model_sampling
+    sample_sigmas = transformer_options.get("sample_sigmas")
+    frames = kwargs.get("num_video_frames")
+    frames = int(frames) if isinstance(frames, int) and frames > 0 else 1
+    phases = _video_phases(run, x, t, ms, sample_sigmas, frames)
+    if len(set(phases)) == 1:
+        if phases[0] != run.phase:
+            run.activate(phases[0], ddpm_timestep(ms, t))
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    # videos at different noise levels: each group of videos with its own expert, never a video split
+    if control is not None:
+        raise NotImplementedError("expert schedule: the videos of this batch are at noise levels of different "
+                                  "experts, which cannot be combined with a ControlNet; sample them separately")
+    n = x.shape[0]
+    out = None
+    order = sorted(set(phases), key=lambda p: (p != run.phase, p))  # current weights first
+    for p in order:
+        rows = torch.tensor([v * frames + f for v, q in enumerate(phases) if q == p for f in range(frames)],
+                            device=x.device)
+        run.activate(p, ddpm_timestep(ms, t.reshape(-1)[rows[:1]]))
+        part = executor(x.index_select(0, rows), _rows(t, rows, n), _rows(c_concat, rows, n),
+                        _rows(c_crossattn, rows, n), None, transformer_options,
+                        **{k: _rows(v, rows, n) for k, v in kwargs.items()})
+        if out is None:
+            out = part.new_empty((n,) + tuple(part.shape[1:]))
+        out.index_copy_(0, rows, part)
+    return out
 
 
 def _blend(a, b, lam: float):

@@ -12,7 +12,8 @@ import node_helpers
 from comfy_api.latest import io
 
 from ..backbones.checkpoint import CheckpointError
-from ..backbones.conditioning import MAX_FRAMES, i2v_conditioning
+from ..backbones.conditioning import MAX_BATCH, MAX_FRAMES, RESIZE_MODES, fit_image, i2v_conditioning
+from ..backbones.keyframes import SEAMS, gather_keyframes, join_segments, keyframe_conditioning
 from ..backbones.loader import load_dynamicrafter
 from ..backbones.model import VARIANTS
 
@@ -87,6 +88,11 @@ class LoadDynamiCrafter(io.ComfyNode):
         return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.clip_vision)
 
 
+_RESIZE_TIP = ("How images are brought to width×height. crop (default): keep the aspect, scale to cover and "
+               "centre-crop, as the official scripts (resize the short side, centre crop). stretch: resize to "
+               "width×height (aspect lost). pad: keep the aspect, fit inside, black bars.")
+
+
 class DynamiCrafterImageToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -95,24 +101,36 @@ class DynamiCrafterImageToVideo(io.ComfyNode):
             display_name="DynamiCrafter Image to Video",
             category="i2v_motion/backbone",
             description="Image-to-video conditioning for DynamiCrafter: first-frame latent concat, CLIP-vision "
-                        "image tokens (negative: tokens of an all-zero image, as the official code), fps.",
+                        "image tokens (negative: tokens of an all-zero image, as the official code), fps. "
+                        "batch_size > 1 makes several videos in one latent (frames-as-batch, video after video); "
+                        "split the decoded frames with RebatchImages (batch_size = length) to save each video.",
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Text conditioning (CLIPTextEncode with the OpenCLIP-H CLIP)."),
                 io.Conditioning.Input("negative", tooltip="Negative text conditioning; the official code uses an empty prompt."),
                 io.Vae.Input("vae", tooltip="The SD VAE (from the checkpoint or a stock VAE loader)."),
                 io.ClipVision.Input("clip_vision", tooltip="OpenCLIP ViT-H/14 vision tower (from the checkpoint or CLIP Vision Loader)."),
-                io.Image.Input("start_image", tooltip="The still image to animate (resized to width×height, no crop)."),
+                io.Image.Input("start_image", tooltip="The still image to animate: one image for every video, or a "
+                                                      "batch of batch_size images (one per video). Brought to "
+                                                      "width×height by resize_mode."),
                 io.Int.Input("width", default=512, min=64, max=2048, step=64,
                              tooltip="Video width in pixels, a multiple of 64. Paper defaults: 512 (512 model), 1024, 256."),
                 io.Int.Input("height", default=320, min=64, max=2048, step=64,
                              tooltip="Video height in pixels, a multiple of 64. Paper defaults: 320, 576, 256."),
                 io.Int.Input("length", default=16, min=1, max=MAX_FRAMES,
-                             tooltip="Frames. The released models were trained on 16; with 16 each frame gets its own "
-                                     "image tokens, other lengths share all tokens (official fallback)."),
+                             tooltip="Frames per video. The released models were trained on 16; with 16 each frame gets "
+                                     "its own image tokens, other lengths share all tokens (official fallback). For "
+                                     "longer videos put core Context Windows (Manual) on the MODEL (context_length 16, dim 0)."),
                 io.Int.Input("fps", default=24, min=1, max=100,
                              tooltip="fps conditioning (frame stride for the 256 model). Paper: 24 (512), 10 (1024), 3 (256)."),
                 io.Image.Input("end_image", optional=True,
-                               tooltip="Interp/loop models only: the last frame (first and last latents are set, the rest zero)."),
+                               tooltip="Interp/loop models only: the last frame (first and last latents are set, the "
+                                       "rest zero); one image, or one per video."),
+                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH, optional=True,
+                             tooltip="Videos sampled together in one latent of batch_size × length frames (each video "
+                                     "its own noise, guidance rescale and context). Stock VAE Decode gives all frames "
+                                     "video after video; RebatchImages (batch_size = length) splits them per video."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", optional=True,
+                               tooltip=_RESIZE_TIP),
             ],
             outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
                      io.Latent.Output(display_name="latent")],
@@ -120,12 +138,112 @@ class DynamiCrafterImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, vae, clip_vision, start_image, width: int, height: int, length: int,
-                fps: int, end_image=None) -> io.NodeOutput:
+                fps: int, end_image=None, batch_size: int = 1, resize_mode: str = "crop") -> io.NodeOutput:
         values_pos, values_neg, latent = i2v_conditioning(vae, clip_vision, start_image, width, height, length,
-                                                          fps, end_image)
+                                                          fps, end_image, batch_size, resize_mode)
         positive = node_helpers.conditioning_set_values(positive, values_pos)
         negative = node_helpers.conditioning_set_values(negative, values_neg)
         return io.NodeOutput(positive, negative, {"samples": latent})
 
 
-NODES = [LoadDynamiCrafter, DynamiCrafterImageToVideo]
+class ResizeImageForVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_ResizeImage",
+            display_name="Resize Image for I2V (crop / stretch / pad)",
+            category="i2v_motion/backbone",
+            description="Brings images to the video size exactly as DynamiCrafter Image to Video does (crop: the "
+                        "official resize-short-side + centre crop). Use it to preview what the model sees, or to give "
+                        "Layout Guide Video / keyframe nodes the same framing.",
+            inputs=[
+                io.Image.Input("image", tooltip="Image(s) to resize; every image of a batch the same way."),
+                io.Int.Input("width", default=512, min=64, max=2048, step=64, tooltip="Target width in pixels."),
+                io.Int.Input("height", default=320, min=64, max=2048, step=64, tooltip="Target height in pixels."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip=_RESIZE_TIP),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image, width: int, height: int, resize_mode: str = "crop") -> io.NodeOutput:
+        return io.NodeOutput(fit_image(image, width, height, resize_mode))
+
+
+MAX_KEYFRAME_INPUTS = 8
+
+
+class DynamiCrafterKeyframes(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        keys = [io.Image.Input(f"keyframe_{i}", optional=i > 2,
+                               tooltip=f"Keyframe {i} (a batch counts as several keyframes in order)."
+                                       + (" Optional." if i > 2 else "")) for i in range(1, MAX_KEYFRAME_INPUTS + 1)]
+        return io.Schema(
+            node_id="I2VMotion_DynamiCrafterKeyframes",
+            display_name="DynamiCrafter Keyframes to Segments (interp)",
+            category="i2v_motion/backbone",
+            description="For DynamiCrafter interp/loop models: N keyframes → N−1 interpolation segments (keyframe k "
+                        "first, keyframe k+1 last), conditioned as one batch of N−1 videos. Sample the latent with "
+                        "any sampler, VAE Decode, then Join Keyframe Segments (same length) for one video without "
+                        "repeated frames. Loop: repeat the first keyframe at the end.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Text conditioning, the same for every segment."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning (official: empty prompt)."),
+                io.Vae.Input("vae", tooltip="The SD VAE."),
+                io.ClipVision.Input("clip_vision", tooltip="OpenCLIP ViT-H/14 vision tower; each segment gets the "
+                                                           "image tokens of its first keyframe (official interp)."),
+                keys[0], keys[1],
+                io.Int.Input("width", default=512, min=64, max=2048, step=64, tooltip="Video width, a multiple of 64."),
+                io.Int.Input("height", default=320, min=64, max=2048, step=64, tooltip="Video height, a multiple of 64."),
+                io.Int.Input("length", default=16, min=2, max=MAX_FRAMES,
+                             tooltip="Frames per segment, both keyframes included (trained: 16). The joined video "
+                                     "has (N−1)·(length−1)+1 frames."),
+                io.Int.Input("fps", default=24, min=1, max=100, tooltip="fps conditioning (512 interp: 24; lower = "
+                                                                        "more motion)."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip=_RESIZE_TIP),
+                *keys[2:],
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
+                     io.Latent.Output(display_name="latent", tooltip="N−1 segments of length frames, segment after "
+                                                                     "segment.")],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, vae, clip_vision, keyframe_1, keyframe_2, width: int, height: int,
+                length: int, fps: int, resize_mode: str = "crop", **more) -> io.NodeOutput:
+        imgs = [keyframe_1, keyframe_2] + [more.get(f"keyframe_{i}") for i in range(3, MAX_KEYFRAME_INPUTS + 1)]
+        keys = gather_keyframes(imgs, width, height, resize_mode)
+        values_pos, values_neg, latent = keyframe_conditioning(vae, clip_vision, keys, width, height, length, fps)
+        positive = node_helpers.conditioning_set_values(positive, values_pos)
+        negative = node_helpers.conditioning_set_values(negative, values_neg)
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
+class JoinKeyframeSegments(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_JoinSegments",
+            display_name="Join Keyframe Segments",
+            category="i2v_motion/backbone",
+            description="Decoded frames of consecutive segments (DynamiCrafter Keyframes to Segments) → one video: "
+                        "where two segments meet (the same keyframe) one frame is kept, so nothing repeats.",
+            inputs=[
+                io.Image.Input("images", tooltip="All frames from VAE Decode, segment after segment."),
+                io.Int.Input("segment_length", default=16, min=2, max=MAX_FRAMES,
+                             tooltip="Frames per segment: the length of the keyframe node."),
+                io.Combo.Input("seam", options=list(SEAMS), default="next_segment",
+                               tooltip="Which frame stands for a keyframe where segments meet: the next segment's "
+                                       "first, the previous segment's last, or their average."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, images, segment_length: int, seam: str = "next_segment") -> io.NodeOutput:
+        return io.NodeOutput(join_segments(images, segment_length, seam))
+
+
+NODES = [LoadDynamiCrafter, DynamiCrafterImageToVideo, ResizeImageForVideo, DynamiCrafterKeyframes,
+         JoinKeyframeSegments]

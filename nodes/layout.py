@@ -440,7 +440,8 @@ class LayoutMaskedDenoise(io.ComfyNode):
                                tooltip="Grow the boxes of the region masks by this many latent pixels."),
                 io.Latent.Input("reference", optional=True,
                                 tooltip="Optional latent from the I2V conditioning node (e.g. SVD_img2vid_Conditioning) "
-                                        "to check that frames and size match the guide."),
+                                        "to check that frames and size match the guide. A batch of videos there "
+                                        "(batch_size × frames) gives a latent with the guide for every video."),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="A clone of the model with the layout schedule."),
                      io.Latent.Output(display_name="latent", tooltip="Guide latents with the region noise mask.")],
@@ -459,18 +460,21 @@ class LayoutMaskedDenoise(io.ComfyNode):
             raise ValueError(f"guide latent must be [T, C, h, w] (frames as batch), got {tuple(samples.shape)}")
         if frames != T:
             raise ValueError(f"guide latent has {frames} frames but the layout has {T}")
+        videos = 1
         if reference is not None:
             ref = reference["samples"]
             ref_frames = ref.shape[0] if ref.ndim == 4 else ref.shape[2] if ref.ndim == 5 else None
-            if ref_frames is not None and ref_frames != frames:
+            if ref_frames is not None and ref_frames != frames and not (ref.ndim == 4 and ref_frames % frames == 0):
                 raise ValueError(f"frame-count mismatch: the layout and its guide latent have {frames} frames but the "
                                  f"reference (conditioning) latent has {ref_frames}; set the layout's frames (Layout from "
                                  f"JSON) or the I2V node's length so they agree")
-            if tuple(ref.shape) != tuple(samples.shape):
+            if tuple(ref.shape[1:]) != tuple(samples.shape[1:]) or (ref.ndim == 5 and ref.shape[0] != samples.shape[0]):
                 raise ValueError(
                     f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
                     f"(conditioning) latent is {tuple(ref.shape)}; resize the source image to the conditioning "
                     f"size ({ref.shape[-1] * 8}x{ref.shape[-2] * 8} px for an 8x VAE) before Layout Guide Video")
+            if ref.ndim == 4:
+                videos = ref_frames // frames  # a batch of videos (frames-as-batch): the guide for every video
         if "noise_mask" in guide_latent:
             log.warning("guide latent already has a noise_mask; it is replaced by the layout regions")
         r = L.region_masks(layout, h, w, feather, margin)
@@ -485,6 +489,9 @@ class LayoutMaskedDenoise(io.ComfyNode):
         out = {k: v for k, v in guide_latent.items() if k != "noise_mask"}
         mask = L.static_mask(regions)
         out["noise_mask"] = mask if samples.ndim == 4 else mask[None, :, 0][:, None]
+        if videos > 1:
+            out["samples"] = samples.repeat(videos, 1, 1, 1)
+            out["noise_mask"] = out["noise_mask"].repeat(videos, 1, 1, 1)
         return io.NodeOutput(m, out)
 
 

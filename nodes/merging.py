@@ -164,9 +164,9 @@ class EDGExperts(io.ComfyNode):
                 *_filter_inputs(partial=True),
             ],
             outputs=[io.Model.Output("dynamics", display_name="dynamics",
-                                     tooltip="Dynamics expert (use for the high-noise steps, t ≥ 500)."),
+                                     tooltip="Dynamics expert (use for the high-noise steps, t > 500)."),
                      io.Model.Output("control", display_name="control",
-                                     tooltip="Control expert (use for the low-noise steps, t < 500).")],
+                                     tooltip="Control expert (use for the low-noise steps, t ≤ 500).")],
         )
 
     @classmethod

@@ -20,7 +20,7 @@ class ExpertSchedule(io.ComfyNode):
             display_name="Expert Schedule (dynamics → control)",
             category=CATEGORY,
             description="One MODEL that samples the high-noise steps with the first expert and the low-noise steps "
-                        "with the second (EDG: dynamics then control, switch at DDPM t = 500), each with its own "
+                        "with the second (EDG: dynamics while t > 500, control from t ≤ 500), each with its own "
                         "Resampler image tokens. One copy of the weights: at the switch the differing weights are "
                         "rewritten in place once per run and put back after it (also after an interrupt). Works "
                         "with KSampler, KSamplerAdvanced and SamplerCustomAdvanced.",

@@ -25,6 +25,8 @@ to be run here):
     exercise the pickle path); see ``workflow.tiny_models``.
 ``timeout``
     Seconds allowed for the run (default 900).
+``files``
+    How many animated files the run saves (unchecked when absent), e.g. one per video of a batch.
 
 Checks on every saved animation: frame count and size as expected, no frame a single flat colour
 (NaN/inf decode to flat frames). libwebp merges identical consecutive frames, so a fully static video
@@ -120,6 +122,8 @@ def _run_case(comfy, object_info, wf_path: Path) -> None:
     assert animated, f"{wf_path.name}: no animated output in history: {json.dumps(res.outputs)[:500]}"
     files = comfy.output_files(animated)
     assert files, f"no output files: {res.outputs}"
+    if "files" in expect:
+        assert len(files) == expect["files"], f"{wf_path.name}: {len(files)} animated files, expected {expect['files']}"
     for f in files:
         assert f.is_file(), f"history lists {f} but it is not on disk"
         _check_animation(f, expect)
@@ -127,7 +131,8 @@ def _run_case(comfy, object_info, wf_path: Path) -> None:
 
 @pytest.mark.parametrize("wf_path", HARNESS, ids=lambda p: p.stem)
 def test_harness_workflow(comfy, object_info, wf_path):
-    """Stock nodes only: proves conversion + run + output checks independently of any model."""
+    """Harness checks: stock nodes only (conversion + run + output checks independently of any model), and
+    graphs that are not examples (a batch of videos split per video with RebatchImages)."""
     _run_case(comfy, object_info, wf_path)
 
 

@@ -65,7 +65,7 @@ def cond(tiny_dc):
 
 
 def _k_for(model, steps: int, switch: float) -> int:
-    """Steps (of the 'simple' = trailing schedule) whose DDPM timestep is above ``switch``."""
+    """Steps of ComfyUI's 'simple' schedule (what the KSampler runs here use) whose DDPM timestep is above ``switch``."""
     ms = model.get_model_object("model_sampling")
     sig = comfy.samplers.calculate_sigmas(ms, "simple", steps)
     return sum(int(ms.timestep(s.reshape(1))) > switch for s in sig[:-1])
