@@ -51,8 +51,12 @@ _MERGE = ["merge", "model merge", "EDG", "extrapolate", "expert"]
 SEARCH_ALIASES: dict[str, list[str]] = {
     "I2VMotion_LoadDynamiCrafter": ["DynamiCrafter", "checkpoint loader", "load model", *_VIDEO],
     "I2VMotion_DynamiCrafterImageToVideo": ["DynamiCrafter", "conditioning", "start image", *_VIDEO],
+    "I2VMotion_ResizeImage": ["resize", "center crop", "centre crop", "pad", "preprocess", "DynamiCrafter", *_VIDEO],
+    "I2VMotion_DynamiCrafterKeyframes": ["keyframes", "interpolation", "interp", "first last frame", "loop",
+                                         "DynamiCrafter", *_VIDEO],
+    "I2VMotion_JoinSegments": ["join", "concatenate", "keyframes", "segments", "interpolation", *_VIDEO],
     "I2VMotion_DynamiCrafterSampler": ["DDIM", "official sampler", "DynamiCrafter", "guidance rescale"],
-    "I2VMotion_TrailingSchedule": ["sigmas", "scheduler", "uniform trailing", "DynamiCrafter"],
+    "I2VMotion_TrailingSchedule": ["sigmas", "scheduler", "uniform trailing", "uniform", "official schedule", "DynamiCrafter"],
     "I2VMotion_VideoRescaleCFG": ["rescale cfg", "guidance rescale", "video", "DynamiCrafter"],
     "I2VMotion_TaskVector": ["task vector", "difference", "fine-tune", "delta", *_MERGE],
     "I2VMotion_ApplyTaskVectors": ["task arithmetic", "DARE", "TIES", "dare_ties", "add difference", *_MERGE],
