@@ -156,6 +156,18 @@ def svd_unet_config() -> dict:
                 video_kernel_size=[3, 1, 1], disable_temporal_crossattention=False, max_ddpm_temb_period=10000)
 
 
+def init_random_perturbed_(module: torch.nn.Module, seed: int, perturb_of: int | None = None,
+                           scale: float = 0.05) -> None:
+    """Random weights from ``seed``; with ``perturb_of``: the weights ``perturb_of`` gives plus
+    ``scale``·noise(``seed``) — a stand-in fine-tune of that model."""
+    init_random_(module, seed if perturb_of is None else perturb_of)
+    if perturb_of is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_((torch.randn(p.shape, generator=g) * scale).to(p.dtype))
+
+
 def svd_unet_state_dict(seed: int = 0, perturb_of: int | None = None, scale: float = 0.05) -> dict[str, torch.Tensor]:
     """Random SVD UNet weights (``model.diffusion_model.*``) built by ComfyUI's own SVD model code; with
     ``perturb_of``: model ``perturb_of``'s weights plus ``scale``·noise(seed) (a stand-in fine-tune)."""
@@ -165,12 +177,7 @@ def svd_unet_state_dict(seed: int = 0, perturb_of: int | None = None, scale: flo
     mc.set_inference_dtype(torch.float32, None)
     with torch.device("cpu"):
         model = mc.get_model({})
-    init_random_(model.diffusion_model, seed if perturb_of is None else perturb_of)
-    if perturb_of is not None:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.diffusion_model.parameters():
-                p.add_((torch.randn(p.shape, generator=g) * scale).to(p.dtype))
+    init_random_perturbed_(model.diffusion_model, seed, perturb_of, scale)
     return {"model.diffusion_model." + k: v for k, v in model.diffusion_model.state_dict().items()}
 
 

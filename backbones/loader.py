@@ -151,7 +151,7 @@ def build_clip(text_sd: dict[str, torch.Tensor]):
     if width != 1024 or layers != 24:
         model_options["clip_h_model_config"] = {
             "hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": max(1, width // 64),
-            "intermediate_size": int(clip_sd[f"clip_h.transformer.text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
+            "intermediate_size": int(clip_sd["clip_h.transformer.text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
             "projection_dim": width}
     params = comfy.utils.calculate_parameters(clip_sd)
     if "state_dict" in inspect.signature(comfy.sd.CLIP.__init__).parameters:

@@ -5,8 +5,6 @@ import logging
 
 import torch
 
-import comfy.model_management
-import comfy.utils
 import folder_paths
 import node_helpers
 from comfy_api.latest import io
@@ -93,6 +91,12 @@ _RESIZE_TIP = ("How images are brought to width×height. crop (default): keep th
                "width×height (aspect lost). pad: keep the aspect, fit inside, black bars.")
 
 
+def _cond_output(positive, negative, values_pos: dict, values_neg: dict, latent) -> io.NodeOutput:
+    """The I2V nodes' outputs: the conds with their image/fps values set, and the empty video latent."""
+    return io.NodeOutput(node_helpers.conditioning_set_values(positive, values_pos),
+                         node_helpers.conditioning_set_values(negative, values_neg), {"samples": latent})
+
+
 class DynamiCrafterImageToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -141,9 +145,7 @@ class DynamiCrafterImageToVideo(io.ComfyNode):
                 fps: int, end_image=None, batch_size: int = 1, resize_mode: str = "crop") -> io.NodeOutput:
         values_pos, values_neg, latent = i2v_conditioning(vae, clip_vision, start_image, width, height, length,
                                                           fps, end_image, batch_size, resize_mode)
-        positive = node_helpers.conditioning_set_values(positive, values_pos)
-        negative = node_helpers.conditioning_set_values(negative, values_neg)
-        return io.NodeOutput(positive, negative, {"samples": latent})
+        return _cond_output(positive, negative, values_pos, values_neg, latent)
 
 
 class ResizeImageForVideo(io.ComfyNode):
@@ -215,9 +217,7 @@ class DynamiCrafterKeyframes(io.ComfyNode):
         imgs = [keyframe_1, keyframe_2] + [more.get(f"keyframe_{i}") for i in range(3, MAX_KEYFRAME_INPUTS + 1)]
         keys = gather_keyframes(imgs, width, height, resize_mode)
         values_pos, values_neg, latent = keyframe_conditioning(vae, clip_vision, keys, width, height, length, fps)
-        positive = node_helpers.conditioning_set_values(positive, values_pos)
-        negative = node_helpers.conditioning_set_values(negative, values_neg)
-        return io.NodeOutput(positive, negative, {"samples": latent})
+        return _cond_output(positive, negative, values_pos, values_neg, latent)
 
 
 class JoinKeyframeSegments(io.ComfyNode):

@@ -66,6 +66,10 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops the server below
     comfy, py = host.ensure_host(a.host)
+    try:
+        import PIL  # noqa: F401  (frames are compared decoded)
+    except ImportError:  # a system python without Pillow: run again with the host's
+        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *argv])
     base = Path(tempfile.mkdtemp(prefix="i2v-load-"))
     ckpt = base / "models" / "checkpoints" / TINY
     ckpt.parent.mkdir(parents=True)

@@ -22,7 +22,7 @@ import comfy.supported_models
 import comfy.utils
 import nodes as comfy_nodes
 from comfy_extras.nodes_model_merging import ModelMergeSimple
-from i2v_motion.backbones.dynamicrafter_unet import init_random_
+from i2v_motion.backbones.fixtures import init_random_perturbed_
 from i2v_motion.merging import (apply_task_vectors, bake_model, edg_experts, make_task_vector, ops,
                                 select_keys)
 from i2v_motion.merging.bake import StreamingSafetensorsWriter
@@ -54,12 +54,7 @@ def tiny_svd(seed: int = 0, dtype: torch.dtype = torch.float32, channels: int = 
     mc.set_inference_dtype(dtype, None)
     model = mc.get_model({})
     model.requires_grad_(False)  # as after any ComfyUI patch/unpatch round trip (see test_merging_dc.load)
-    init_random_(model.diffusion_model, seed if perturb_of is None else perturb_of)
-    if perturb_of is not None:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.diffusion_model.parameters():
-                p.add_((torch.randn(p.shape, generator=g) * scale).to(p.dtype))
+    init_random_perturbed_(model.diffusion_model, seed, perturb_of, scale)
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
