@@ -180,6 +180,29 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
         return {names: names.filter(n => texts.includes(n)), expect: texts.filter(t => t.includes('.expect')),
                 text: d.innerText}; }""", EXAMPLES)
     assert shown["names"] == EXAMPLES and not shown["expect"], shown["text"][-600:]
+    # every card shows its thumbnail (loaded lazily, when scrolled into view: wait until each has loaded)
+    thumbs_js = """(names) => { const d = document.querySelector('[role=dialog]');
+        const leaves = [...d.querySelectorAll('*')].filter(e => !e.children.length);
+        const width = {};  // each card's image: natural width once loaded, -1 while loading, null if none yet
+        for (const n of names) {
+            let a = leaves.find(e => e.textContent.trim() === n), img = null;
+            while (a && a !== d && !(img = a.querySelector('img'))) a = a.parentElement;
+            width[n] = img ? (img.complete ? [img.naturalWidth, img.naturalHeight] : -1) : null;
+            if (width[n] === -1) img.scrollIntoView({block: 'nearest'});  // lazy images load once in view
+        }
+        return {pending: names.filter(n => width[n] === null || width[n] === -1), size: width}; }"""
+    try:
+        page.wait_for_function(f"(names) => ({thumbs_js})(names).pending.length === 0", arg=EXAMPLES, timeout=30000)
+    except Exception as e:  # the assertion below says which
+        print(f"thumbnails still loading: {str(e).splitlines()[0][:200]}")
+    thumbs = page.evaluate(thumbs_js, EXAMPLES)["size"]
+    from PIL import Image
+
+    for name in EXAMPLES:  # the image each card shows is the workflow's own thumbnail, not a placeholder
+        jpg = REPO / "example_workflows" / f"{name}.jpg"
+        assert jpg.is_file(), f"{name} has no thumbnail {jpg.name}"
+        with Image.open(jpg) as im:
+            assert thumbs[name] == list(im.size), f"{name}: the card shows {thumbs[name]}, its thumbnail is {im.size}"
     ui.shot(page, "template_browser.png")
     for name in EXAMPLES:  # as a user opens them: a click on the template's card (which closes the browser)
         open_category()
