@@ -12,7 +12,7 @@ import comfy.model_management
 
 from ..limits import MAX_FRAMES, check_alloc, nbytes, vae_encode_need
 
-RESIZE_MODES: tuple[str, ...] = ("crop", "stretch", "pad")
+RESIZE_MODES: tuple[str, ...] = ("crop", "official", "stretch", "pad")
 MAX_BATCH = 64
 
 
@@ -53,12 +53,17 @@ def fit_image(image: torch.Tensor, width: int, height: int, mode: str = "crop") 
     ``Resize(min(height, width))`` + ``CenterCrop`` whenever that already covers the target (images at least
     as wide as the target's aspect, e.g. 16:9 at 512×320; every image at 256×256); for narrower images the
     official transform pads black bars, this crops instead. ``stretch``: resize to width×height, aspect lost.
-    ``pad``: fit inside width×height keeping the aspect, black bars around.
+    ``pad``: fit inside width×height keeping the aspect, black bars around. ``official``: exactly the scripts'
+    transform (``scripts/evaluation/inference.py``): ``Resize(min(height, width))`` + ``CenterCrop((height,
+    width))``, which pads black where the resized image is smaller than the target (a 4:3 image at 512×320 gets
+    43 px bars left and right, a portrait one is cropped in height and padded in width).
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"unknown resize_mode {mode!r}; expected one of {', '.join(RESIZE_MODES)}")
     image = _check_image(image, "image")
     n, h, w = image.shape[:3]
+    if mode == "official":
+        return _official_transform(image, width, height)
     if mode == "stretch" or (h, w) == (height, width):
         return _scaled(image, width, height)
     wider = w * height >= width * h  # image aspect ≥ target aspect
@@ -75,6 +80,22 @@ def fit_image(image: torch.Tensor, width: int, height: int, mode: str = "crop") 
     top, left = (height - nh) // 2, (width - nw) // 2
     out[:, top:top + nh, left:left + nw] = _scaled(image, nw, nh)
     return out
+
+
+def _official_transform(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """torchvision's ``Resize(min(height, width))`` (short side to that size, long side truncated) then
+    ``CenterCrop((height, width))`` (zero padding where the image is smaller, then a centred crop), on ``[N, H, W, 3]``."""
+    h, w = image.shape[1:3]
+    size = min(height, width)
+    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    x = _scaled(image, nw, nh)
+    if nw < width or nh < height:
+        pl, pt = max(0, (width - nw) // 2), max(0, (height - nh) // 2)
+        pr, pb = max(0, (width - nw + 1) // 2), max(0, (height - nh + 1) // 2)
+        x = F.pad(x, (0, 0, pl, pr, pt, pb))  # last dims first: channels, width, height
+        nh, nw = nh + pt + pb, nw + pl + pr
+    top, left = int(round((nh - height) / 2.0)), int(round((nw - width) / 2.0))
+    return x[:, top:top + height, left:left + width]
 
 
 def per_video_images(image: torch.Tensor, videos: int, what: str) -> torch.Tensor:

@@ -87,8 +87,10 @@ class LoadDynamiCrafter(io.ComfyNode):
 
 
 _RESIZE_TIP = ("How images are brought to width×height. crop (default): keep the aspect, scale to cover and "
-               "centre-crop, as the official scripts (resize the short side, centre crop). stretch: resize to "
-               "width×height (aspect lost). pad: keep the aspect, fit inside, black bars.")
+               "centre-crop — the official scripts' result whenever the image is at least as wide as the target "
+               "(16:9 at 512×320, any image at 256×256). official: exactly the scripts' Resize(short side) + "
+               "CenterCrop, which pads black where the image is narrower (a 4:3 image at 512×320 gets side bars). "
+               "stretch: resize to width×height (aspect lost). pad: keep the aspect, fit inside, black bars.")
 
 
 def _cond_output(positive, negative, values_pos: dict, values_neg: dict, latent) -> io.NodeOutput:

@@ -230,3 +230,27 @@ def test_resize_modes_keep_aspect_as_documented():
     assert torch.equal(node, crop)
     with pytest.raises(ValueError, match="resize_mode"):
         fit_image(img, 512, 320, "zoom")
+
+
+@pytest.mark.parametrize("target", [(512, 320), (256, 256), (1024, 576)])
+def test_official_mode_is_the_scripts_transform(target):
+    """``official`` = torchvision ``Resize(min(h, w))`` + ``CenterCrop((h, w))`` (the official scripts), for
+    landscape, 4:3, portrait, square and odd sizes; ``crop`` agrees wherever that transform does not pad."""
+    tv = pytest.importorskip("torchvision.transforms", reason="torchvision (comes with ComfyUI's torch) is absent")
+    width, height = target
+    official = tv.Compose([tv.Resize(min(height, width), interpolation=tv.InterpolationMode.BILINEAR, antialias=True),
+                           tv.CenterCrop((height, width))])
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((300, 400), (480, 640), (400, 300), (180, 320), (333, 333), (577, 1031), (64, 90)):
+        img = torch.rand(1, h, w, 3, generator=g)
+        ref = official(img.movedim(-1, 1)).movedim(1, -1)
+        ours = fit_image(img, width, height, "official")
+        assert ours.shape == ref.shape == (1, height, width, 3)
+        assert torch.equal(ours, ref), ((h, w), target, float((ours - ref).abs().max()))
+        if w * height >= width * h or width == height:  # not narrower than the target: the scripts crop
+            assert torch.equal(fit_image(img, width, height, "crop"), ref), ((h, w), target)
+    # the must-show case: a 4:3 image at 512×320 gets the scripts' 43 px black bars (= pad there)
+    img = torch.rand(1, 300, 400, 3, generator=g)
+    o = fit_image(img, 512, 320, "official")
+    assert float(o[:, :, :43].abs().max()) == 0.0 and float(o[:, :, -43:].abs().max()) == 0.0
+    assert torch.equal(o, fit_image(img, 512, 320, "pad"))
