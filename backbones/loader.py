@@ -20,6 +20,7 @@ import comfy.utils
 
 from ..compat import ensure_skipped_params_patched, is_dynamic, new_model_patcher
 from ..guards import ensure_guards
+from .context_compat import ensure_context_compat
 from .checkpoint import CheckpointError, Parts, detect_unet_config, guess_variant, read_state_dict, split_parts
 from .model import VARIANTS, DynamiCrafterConfig
 
@@ -83,6 +84,7 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     # not patch; this callback applies their patches (LoRAs, core merges, this pack's merges) on load.
     ensure_skipped_params_patched(patcher)
     ensure_guards(patcher)  # NaN/Inf weights or results are errors, not a black video
+    ensure_context_compat(patcher)  # core context windows on ComfyUIs whose handler cannot take frame batches
     return patcher
 
 

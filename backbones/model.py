@@ -8,8 +8,8 @@ the whole batch is one video. Per-video conditioning (text, CLIP-vision tokens: 
 expanded to the frames of its video here, so every later stage (ComfyUI's cond batching, context windows,
 the UNet) sees per-frame rows.
 
-Context windows (core ``Context Windows (Manual)``, ``dim`` 0, on ComfyUIs whose windows take frames-as-batch
-latents, e.g. 0.33): ComfyUI slices the per-frame conds (concat latent, tokens) to each window; the window is
+Context windows (core ``Context Windows (Manual)``, ``dim`` 0; on ComfyUIs whose windows cannot take
+frames-as-batch latents, e.g. 0.3.75, ``context_compat.py`` supplies that): ComfyUI slices the per-frame conds (concat latent, tokens) to each window; the window is
 sampled as a video of its own frame count, causal anchor frame included (:meth:`resize_cond_for_context_window`).
 """
 from __future__ import annotations

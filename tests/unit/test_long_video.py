@@ -5,7 +5,8 @@ What is checked: every UNet call of a 32-frame run sees one window (16 frames, +
 ComfyUI versions that add it) with ``num_video_frames`` equal to its frame count and the concat latent of
 exactly its frames (interp: the last frame's latent reaches the last window); the image tokens per frame;
 the output has every frame and no seam at the window boundaries beyond what the same frames show without
-windows; a batch of several videos with windows is refused clearly.
+windows; a batch of several videos with windows is refused clearly; on a ComfyUI whose context handler cannot
+take one timestep per frame (0.3.75) the pack's wrapper makes the same runs work.
 """
 from __future__ import annotations
 
@@ -16,33 +17,26 @@ import pytest
 import torch
 
 import nodes as comfy_nodes
+from comfy.patcher_extension import WrappersMP
 from i2v_motion.backbones.dynamicrafter_unet import QUERIES_PER_FRAME, TEXT_TOKENS
+from i2v_motion.backbones.context_compat import CONTEXT_KEY, takes_frame_batches
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo
 
 cw_nodes = pytest.importorskip("comfy_extras.nodes_context_windows",
                                reason="this ComfyUI has no core context windows (comfy_extras/nodes_context_windows.py)")
 
 
-def _takes_frame_batches() -> bool:
-    """Whether this ComfyUI's context handler accepts a latent whose batch is the frames (one timestep per
-    frame). ComfyUI 0.3.75's ``set_step`` compares the whole timestep batch with the schedule and fails."""
+def _core_handler():
     import comfy.context_windows as cw
 
-    h = cw.IndexListContextHandler(cw.get_matching_context_schedule("standard_static"),
-                                   cw.get_matching_fuse_method("pyramid"), 16, 4)
-    s = torch.tensor([2.0, 1.0, 0.0])
-    try:
-        h.set_step(torch.full((32,), 1.0), {"transformer_options": {"sample_sigmas": s}})
-    except RuntimeError:
-        return False
-    return True
+    return cw.IndexListContextHandler(cw.get_matching_context_schedule("standard_static"),
+                                      cw.get_matching_fuse_method("pyramid"), 16, 4)
 
 
-needs_windows = pytest.mark.skipif(
-    not _takes_frame_batches(),
-    reason="this ComfyUI's context windows cannot sample frames-as-batch latents (DynamiCrafter, SVD): "
-           "IndexListContextHandler.set_step compares the whole per-frame timestep batch with the schedule "
-           "(ComfyUI 0.3.75); ComfyUI 0.33 fixed it — long videos need a ComfyUI with that fix")
+# ComfyUI 0.3.75's set_step compares the whole per-frame timestep batch with the schedule and fails; the pack's
+# outer-sample wrapper (backbones/context_compat.py) hands such a handler the step's one timestep.
+CORE_TAKES_FRAME_BATCHES = takes_frame_batches(_core_handler())
+
 
 W, H = 64, 64
 STEPS = 3
@@ -114,7 +108,6 @@ def seam_ratio(frames: torch.Tensor, boundaries: list[int]) -> float:
     return float(d[at].mean() / d[rest].mean())
 
 
-@needs_windows
 def test_32_frames_in_windows_of_16(tiny_dc, conds):
     """With this ComfyUI's defaults (0.33: causal anchor frames on); the seam test below runs without."""
     anchor = _has_param("causal_window_fix")
@@ -147,7 +140,6 @@ def test_32_frames_in_windows_of_16(tiny_dc, conds):
           f"{sorted({tuple(c['idx'][:1] + c['idx'][-1:]) for c in windows})}")
 
 
-@needs_windows
 def test_seams_and_time_vs_16_frames(tiny_dc, conds):
     """32 frames with windows: no seam at the window boundaries beyond what the same frames show when all 32
     are sampled at once (the longer-than-trained fallback); time against one 16-frame video."""
@@ -192,9 +184,28 @@ def test_image_tokens_per_frame_in_a_window(tiny_dc):
     assert ctx32.shape[1] == TEXT_TOKENS + 16 * q  # longer than trained: every frame sees all tokens
 
 
-@needs_windows
 def test_windows_with_a_batch_of_videos_are_refused(tiny_dc, conds):
     pos, neg, latent = conds(20, batch=2)
     model, _ = windowed(tiny_dc.model, causal_window_fix=False)
     with pytest.raises(Exception, match="one video at a time"):
         _sample(model, pos, neg, latent)
+
+
+def test_windows_need_the_pack_only_where_core_cannot_take_frame_batches(tiny_dc, conds):
+    """Without the pack's wrapper, a ComfyUI whose handler fails the probe (0.3.75) fails with a tensor-size
+    error; with it, the same run works there, and on hosts that need no help (0.33) the wrapper changes nothing."""
+    pos, neg, latent = conds(20)
+    model, _ = windowed(tiny_dc.model, causal_window_fix=False)
+    bare = model.clone()
+    bare.remove_wrappers_with_key(WrappersMP.OUTER_SAMPLE, CONTEXT_KEY)
+    assert model.wrappers[WrappersMP.OUTER_SAMPLE].get(CONTEXT_KEY)
+    out = _sample(model, pos, neg, latent)
+    handler = model.model_options["context_handler"]
+    assert "set_step" not in vars(handler), "the shim is gone after the run"
+    if CORE_TAKES_FRAME_BATCHES:
+        assert torch.equal(_sample(bare, pos, neg, latent), out)
+    else:
+        with pytest.raises(RuntimeError, match="size of tensor"):
+            _sample(bare, pos, neg, latent)
+    print(f"core context handler takes frame batches: {CORE_TAKES_FRAME_BATCHES}; "
+          f"windows work {'without' if CORE_TAKES_FRAME_BATCHES else 'only with'} the pack's wrapper")
