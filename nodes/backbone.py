@@ -155,11 +155,12 @@ class ResizeImageForVideo(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="I2VMotion_ResizeImage",
-            display_name="Resize Image for I2V (crop / stretch / pad)",
+            display_name="Resize Image for I2V (crop / official / stretch / pad)",
             category="i2v_motion/backbone",
-            description="Brings images to the video size exactly as DynamiCrafter Image to Video does (crop: the "
-                        "official resize-short-side + centre crop). Use it to preview what the model sees, or to give "
-                        "Layout Guide Video / keyframe nodes the same framing.",
+            description="Brings images to the video size exactly as DynamiCrafter Image to Video does (crop: scale "
+                        "to cover + centre crop; official: the scripts' resize-short-side + CenterCrop, bars where the "
+                        "image is narrower). Use it to preview what the model sees, or to give Layout Guide Video / "
+                        "keyframe nodes the same framing.",
             inputs=[
                 io.Image.Input("image", tooltip="Image(s) to resize; every image of a batch the same way."),
                 io.Int.Input("width", default=512, min=64, max=2048, step=64, tooltip="Target width in pixels."),
