@@ -136,6 +136,45 @@ def conditioning_values(first: torch.Tensor, tokens: torch.Tensor, uc_tokens: to
     return {**common, "clip_vision_tokens": tokens}, {**common, "clip_vision_tokens": uc_tokens}
 
 
+def check_request(vae, clip_vision, width: int, height: int, length: int, videos: int = 1,
+                  interp: bool = False) -> None:
+    """The checks every I2V conditioning makes before allocating: encoders present, sizes, batch, memory."""
+    if vae is None:
+        raise ValueError("no VAE: this checkpoint holds none; connect a stock Load VAE (SD VAE) node")
+    if clip_vision is None:
+        raise ValueError("no CLIP_VISION: this checkpoint holds none; connect a stock Load CLIP Vision node "
+                         "with the OpenCLIP ViT-H/14 vision model")
+    if not 1 <= int(videos) <= MAX_BATCH:
+        raise ValueError(f"batch_size must be 1..{MAX_BATCH}; got {videos}")
+    b = int(videos)
+    check_size(width, height, length, interp)
+    # concat latent + empty latent (B·T × 4 × H/8 × W/8) and the resized images
+    check_alloc(2 * nbytes((b * length, 4, height // 8, width // 8)) + 4 * b * nbytes((height, width, 3))
+                + vae_encode_need(vae, height, width),
+                f"DynamiCrafter Image to Video at {width}x{height} x {length} frames x {b} videos",
+                hint="use a smaller size (the models were trained at 512x320 / 1024x576)")
+
+
+def encode(vae, images: torch.Tensor) -> torch.Tensor:
+    """VAE latents ``[N, 4, h, w]`` of images at the video size (an error for a VAE that is not the SD one)."""
+    lat = vae.encode(images)
+    if lat.ndim != 4 or lat.shape[1] != 4:
+        raise ValueError(f"the VAE gave a latent of shape {tuple(lat.shape)}; DynamiCrafter needs the 4-channel SD VAE")
+    return lat
+
+
+def video_conds(clip_vision, start: torch.Tensor, first: torch.Tensor, last: torch.Tensor | None, length: int,
+                fps: int) -> tuple[dict, dict, torch.Tensor]:
+    """Cond values and the empty latent of ``first.shape[0]`` videos from their start images (at the video size;
+    one shared or one per video), first(/last)-frame latents ``[B, 4, h, w]``."""
+    tokens = clip_tokens(clip_vision, start)  # [1, …] when one image is shared: ComfyUI repeats it
+    uc_tokens = clip_tokens(clip_vision, torch.full_like(start[:1], 0.5))
+    pos, neg = conditioning_values(first, tokens, uc_tokens, length, fps, last)
+    b, _, h, w = first.shape
+    latent = torch.zeros((b * length, 4, h, w), device=comfy.model_management.intermediate_device())
+    return pos, neg, latent
+
+
 def i2v_conditioning(vae, clip_vision, start_image: torch.Tensor, width: int, height: int, length: int, fps: int,
                      end_image: torch.Tensor | None = None, batch_size: int = 1,
                      resize_mode: str = "crop") -> tuple[dict, dict, torch.Tensor]:
@@ -146,37 +185,19 @@ def i2v_conditioning(vae, clip_vision, start_image: torch.Tensor, width: int, he
     from each video's start image; the negative's from an all-zero image in the model's [-1, 1] space
     (mid-grey here), as the official code.
     """
-    if vae is None:
-        raise ValueError("no VAE: this checkpoint holds none; connect a stock Load VAE (SD VAE) node")
-    if clip_vision is None:
-        raise ValueError("no CLIP_VISION: this checkpoint holds none; connect a stock Load CLIP Vision node "
-                         "with the OpenCLIP ViT-H/14 vision model")
-    if not 1 <= int(batch_size) <= MAX_BATCH:
-        raise ValueError(f"batch_size must be 1..{MAX_BATCH}; got {batch_size}")
+    check_request(vae, clip_vision, width, height, length, batch_size, end_image is not None)
     b = int(batch_size)
-    check_size(width, height, length, end_image is not None)
-    # concat latent + empty latent (B·T × 4 × H/8 × W/8) and the resized images
-    check_alloc(2 * nbytes((b * length, 4, height // 8, width // 8)) + 4 * b * nbytes((height, width, 3))
-                + vae_encode_need(vae, height, width),
-                f"DynamiCrafter Image to Video at {width}x{height} x {length} frames x {b} videos",
-                hint="use a smaller size (the models were trained at 512x320 / 1024x576)")
     starts = per_video_images(start_image, b, "start_image")
     shared = starts.shape[0] > 1 and start_image.shape[0] == 1
     start = fit_image(starts[:1] if shared else starts, width, height, resize_mode)
-    first = vae.encode(start)
-    if first.ndim != 4 or first.shape[1] != 4:
-        raise ValueError(f"the VAE gave a latent of shape {tuple(first.shape)}; DynamiCrafter needs the 4-channel SD VAE")
+    first = encode(vae, start)
     if shared:
         first = first.expand(b, -1, -1, -1)
     last = None
     if end_image is not None:
         ends = per_video_images(end_image, b, "end_image")
         if end_image.shape[0] == 1 and b > 1:
-            last = vae.encode(fit_image(ends[:1], width, height, resize_mode)).expand(b, -1, -1, -1)
+            last = encode(vae, fit_image(ends[:1], width, height, resize_mode)).expand(b, -1, -1, -1)
         else:
-            last = vae.encode(fit_image(ends, width, height, resize_mode))
-    tokens = clip_tokens(clip_vision, start)  # [1, …] when one image is shared: ComfyUI repeats it
-    uc_tokens = clip_tokens(clip_vision, torch.full_like(start[:1], 0.5))
-    pos, neg = conditioning_values(first, tokens, uc_tokens, length, fps, last)
-    latent = torch.zeros((b * length, 4, height // 8, width // 8), device=comfy.model_management.intermediate_device())
-    return pos, neg, latent
+            last = encode(vae, fit_image(ends, width, height, resize_mode))
+    return video_conds(clip_vision, start, first, last, length, fps)

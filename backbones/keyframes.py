@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .conditioning import fit_image, i2v_conditioning
+from .conditioning import check_request, encode, fit_image, video_conds
 
 SEAMS: tuple[str, ...] = ("next_segment", "previous_segment", "average")
 
@@ -34,9 +34,9 @@ def keyframe_conditioning(vae, clip_vision, keys: torch.Tensor, width: int, heig
     the video size): segment k starts at keyframe k and ends at keyframe k+1, ``length`` frames each."""
     if length < 2:
         raise ValueError(f"a segment needs at least 2 frames (its two keyframes); got length {length}")
-    n = keys.shape[0] - 1
-    return i2v_conditioning(vae, clip_vision, keys[:-1], width, height, length, fps, end_image=keys[1:],
-                            batch_size=n, resize_mode="stretch")  # already at size: no resampling
+    check_request(vae, clip_vision, width, height, length, keys.shape[0] - 1, interp=True)
+    lat = encode(vae, keys)  # each keyframe once: it ends one segment and starts the next
+    return video_conds(clip_vision, keys[:-1], lat[:-1], lat[1:], length, fps)
 
 
 def join_segments(images: torch.Tensor, segment_length: int, seam: str = "next_segment") -> torch.Tensor:
