@@ -49,6 +49,8 @@ PACK_NAME = "comfyui-i2v-motion"
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
+import procmem  # noqa: E402
+
 #: output keys of ``/history`` entries that list files ({filename, subfolder, type})
 FILE_OUTPUT_KEYS = ("images", "gifs", "videos", "video", "audio", "files", "3d")
 
@@ -292,12 +294,10 @@ class ComfyServer:
         if self.proc is None:
             return None
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+            peak = procmem.status(self.proc.pid).get("VmHWM")
         except OSError:
             return None
-        return None
+        return None if peak is None else peak // 1024
 
     # -- log ------------------------------------------------------------------------------------------
     def log_text(self) -> str:

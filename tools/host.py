@@ -366,6 +366,23 @@ def ensure_host(name: str | None = None) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------------------
 # test-only tools
 
+def reexec_in_host(script: str | Path, argv: list[str], name: str | None = None, needs: str = "torch") -> None:
+    """Replace this process by ``script argv`` under a host's python when this python cannot import ``needs``
+    (a tool started with the system python); return only when this python will do. The child gets
+    ``I2V_COMFY_DIR`` of that host unless it is already set."""
+    import importlib
+
+    try:
+        importlib.import_module(needs)
+        return
+    except ImportError:
+        pass
+    comfy, py = ensure_host(name)
+    env = dict(os.environ)
+    env.setdefault("I2V_COMFY_DIR", str(comfy))
+    os.execve(str(py), [str(py), str(Path(script).resolve()), *argv], env)
+
+
 def _pip_offline_first(py: Path, args: list, label: str) -> None:
     """``pip install`` ``args`` from the wheelhouse alone; on a miss, download into it once and retry offline."""
     pip_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")

@@ -28,6 +28,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 
 import comfy_server  # noqa: E402
+import procmem  # noqa: E402
 import host  # noqa: E402
 import workflow  # noqa: E402
 
@@ -36,10 +37,7 @@ TINY = "dynamicrafter_512.ckpt"
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return procmem.status(pid).get("VmRSS", 0) // 1024
 
 
 def fresh(srv: comfy_server.ComfyServer) -> None:
@@ -65,11 +63,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--steps", type=int, default=300, help="steps of the interrupted / killed run (long enough to be caught mid-way)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops the server below
+    host.reexec_in_host(__file__, argv, a.host, needs="PIL")  # frames are compared decoded (Pillow)
     comfy, py = host.ensure_host(a.host)
-    try:
-        import PIL  # noqa: F401  (frames are compared decoded)
-    except ImportError:  # a system python without Pillow: run again with the host's
-        os.execv(str(py), [str(py), str(Path(__file__).resolve()), *argv])
     base = Path(tempfile.mkdtemp(prefix="i2v-load-"))
     ckpt = base / "models" / "checkpoints" / TINY
     ckpt.parent.mkdir(parents=True)

@@ -26,7 +26,6 @@ re-runs itself with the default host's (``tools/host.py``).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -218,26 +217,15 @@ def parity(vectors: Path | str, sampler_vectors: Path | str | None = None) -> di
     return out
 
 
-def _host_python() -> str | None:
-    sys.path.insert(0, str(REPO / "tools"))
-    import host
-
-    comfy, py = host.ensure_host()
-    os.environ.setdefault("I2V_COMFY_DIR", str(comfy))
-    return str(py)
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or len(argv) > 2:
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        py = _host_python()
-        return os.spawnv(os.P_WAIT, py, [py, str(Path(__file__).resolve()), *argv])
     sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
+    import host
+
+    host.reexec_in_host(__file__, argv)  # a system python without torch: run again with a host's
 
     comfy_inproc.bootstrap("cpu")
     print(json.dumps(parity(*argv)))

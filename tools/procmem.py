@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 
-def status() -> dict[str, int]:
-    """``VmRSS`` (current) and ``VmHWM`` (peak) of this process, in bytes."""
+def status(pid: int | None = None) -> dict[str, int]:
+    """``VmRSS`` (current) and ``VmHWM`` (peak) of this process (or process ``pid``), in bytes."""
     out = {}
-    with open("/proc/self/status") as f:
+    with open(f"/proc/{pid or 'self'}/status") as f:
         for line in f:
             if line.startswith(("VmRSS:", "VmHWM:")):
                 k, v = line.split(":")
