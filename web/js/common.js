@@ -22,6 +22,11 @@ export function viewUrl(name, type = "input") {
     return api.apiURL(`/view?${q}`);
 }
 
+/** The /view URL of an image a node sent back after running ({filename, subfolder, type} in its ui output). */
+export function outputImageUrl(im) {
+    return viewUrl(im.subfolder ? `${im.subfolder}/${im.filename}` : im.filename, im.type || "temp");
+}
+
 export function widgetValue(node, name) {
     return node?.widgets?.find((w) => w.name === name)?.value;
 }

@@ -1,7 +1,7 @@
 // Load Layout Case (I2VMotion_LayoutCaseLoader): shows the chosen case's image on the node as soon as a case is
 // picked (shipped cases and sub/folder/case names of the input folder), and after a run the image it loaded.
 import { app } from "../../../scripts/app.js";
-import { caseImageUrl, el, viewUrl } from "./common.js";
+import { caseImageUrl, el, outputImageUrl } from "./common.js";
 
 const NODE = "I2VMotion_LayoutCaseLoader";
 
@@ -51,8 +51,7 @@ app.registerExtension({
             const r = onExecuted?.apply(this, arguments);
             const im = message?.i2v_case_image?.[0];
             if (im && this.i2vCasePreview) {
-                this.i2vCasePreview.src = viewUrl(im.subfolder ? `${im.subfolder}/${im.filename}` : im.filename,
-                    im.type || "temp");
+                this.i2vCasePreview.src = outputImageUrl(im);
             }
             return r;
         };

@@ -4,7 +4,7 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { INTERPOLATIONS, interpolateBoxes, normBox, round4 } from "./layout_math.js";
-import { caseImageUrl, el, viewUrl, widgetValue } from "./common.js";
+import { caseImageUrl, el, outputImageUrl, viewUrl, widgetValue } from "./common.js";
 
 const NODE = "I2VMotion_LayoutEditor";
 const CASE_NODE = "I2VMotion_LayoutCaseLoader";
@@ -557,7 +557,7 @@ app.registerExtension({
             const r = onExecuted?.apply(this, arguments);
             const img = message?.i2v_editor_image?.[0];
             if (img && this.i2vEditor) {
-                this.i2vEditor.execImage = viewUrl(img.subfolder ? `${img.subfolder}/${img.filename}` : img.filename, img.type || "temp");
+                this.i2vEditor.execImage = outputImageUrl(img);
                 this.i2vEditor.imgKey = null;
                 this.i2vEditor.updateImage();
             }
