@@ -125,6 +125,12 @@ def _patch_skipped_params(patcher, device_to, lowvram_model_memory, force_patch_
 _SKIPPED_CALLBACK_KEY = "i2v_motion.patch_skipped_params"
 
 
+def add_wrapper_once(patcher: Any, kind: str, key: str, fn) -> None:
+    """Add wrapper ``fn`` of ``kind`` under ``key`` unless ``patcher`` has it already (clones inherit wrappers)."""
+    if fn not in patcher.wrappers.get(kind, {}).get(key, []):
+        patcher.add_wrapper_with_key(kind, key, fn)
+
+
 def ensure_skipped_params_patched(model: comfy.model_patcher.ModelPatcher) -> None:
     """Register (once per patcher) the ON_LOAD callback :func:`_patch_skipped_params`."""
     cbs = model.callbacks.get(CallbacksMP.ON_LOAD, {}).get(_SKIPPED_CALLBACK_KEY, [])

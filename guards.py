@@ -20,6 +20,8 @@ import torch
 
 from comfy.patcher_extension import WrappersMP
 
+from .compat import add_wrapper_once
+
 log = logging.getLogger("i2v_motion")
 
 GUARD_KEY = "i2v_motion.guards"
@@ -118,7 +120,5 @@ def _outer_sample_guard(executor, *args, **kwargs):
 
 def ensure_guards(patcher) -> None:
     """Register (once per patcher) the weight and result checks on ``patcher``."""
-    for kind, fn in ((WrappersMP.SAMPLER_SAMPLE, _sampler_sample_guard), (WrappersMP.OUTER_SAMPLE, _outer_sample_guard)):
-        existing = patcher.wrappers.get(kind, {}).get(GUARD_KEY, [])
-        if fn not in existing:
-            patcher.add_wrapper_with_key(kind, GUARD_KEY, fn)
+    add_wrapper_once(patcher, WrappersMP.SAMPLER_SAMPLE, GUARD_KEY, _sampler_sample_guard)
+    add_wrapper_once(patcher, WrappersMP.OUTER_SAMPLE, GUARD_KEY, _outer_sample_guard)

@@ -16,11 +16,13 @@ import torch
 import comfy.conds
 from comfy.patcher_extension import WrappersMP
 
+from ..compat import add_wrapper_once
+
 CONTEXT_KEY = "i2v_motion_context_windows"
 
 
 def takes_frame_batches(handler) -> bool:
-    """Whether ``handler.set_step`` accepts one timestep per frame (probed on a copy of its state)."""
+    """Whether ``handler.set_step`` accepts one timestep per frame (probed on the handler; its step is restored)."""
     step = getattr(handler, "_step", None)
     try:
         handler.set_step(torch.ones(2), {"transformer_options": {"sample_sigmas": torch.tensor([2.0, 1.0, 0.0])}})
@@ -103,6 +105,4 @@ def _outer_sample(executor, *args, **kwargs):
 
 def ensure_context_compat(patcher) -> None:
     """Register (once per patcher; clones inherit it) the context-window compatibility wrapper."""
-    existing = patcher.wrappers.get(WrappersMP.OUTER_SAMPLE, {}).get(CONTEXT_KEY, [])
-    if _outer_sample not in existing:
-        patcher.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, CONTEXT_KEY, _outer_sample)
+    add_wrapper_once(patcher, WrappersMP.OUTER_SAMPLE, CONTEXT_KEY, _outer_sample)
