@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import comfy.model_management
 
-from ..limits import MAX_FRAMES, check_alloc, nbytes, vae_encode_need
+from ..limits import check_alloc, check_frames, nbytes, vae_encode_need
 
 RESIZE_MODES: tuple[str, ...] = ("crop", "official", "stretch", "pad")
 MAX_BATCH = 64
@@ -24,8 +24,7 @@ def check_size(width: int, height: int, length: int, interp: bool = False) -> No
             return max(64, round(v / 64) * 64)
         raise ValueError(f"DynamiCrafter needs width and height in multiples of 64 (the VAE divides by 8, the UNet "
                          f"by 8 more); got {', '.join(bad)}. Nearest valid: {near(width)}×{near(height)}.")
-    if length < 1 or length > MAX_FRAMES:
-        raise ValueError(f"length must be 1..{MAX_FRAMES} frames; got {length}")
+    check_frames(length, "length")
     if interp and length < 2:
         raise ValueError(f"an end image (interpolation) needs length ≥ 2; got {length}")
 

@@ -10,10 +10,11 @@ import node_helpers
 from comfy_api.latest import io
 
 from ..backbones.checkpoint import CheckpointError
-from ..backbones.conditioning import MAX_BATCH, MAX_FRAMES, RESIZE_MODES, fit_image, i2v_conditioning
+from ..backbones.conditioning import MAX_BATCH, RESIZE_MODES, fit_image, i2v_conditioning
 from ..backbones.keyframes import SEAMS, gather_keyframes, join_segments, keyframe_conditioning
 from ..backbones.loader import load_dynamicrafter
 from ..backbones.model import VARIANTS
+from ..limits import MAX_FRAMES
 
 log = logging.getLogger("i2v_motion")
 FOLDERS = ("checkpoints", "diffusion_models")
