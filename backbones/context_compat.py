@@ -47,12 +47,12 @@ def slices_frame_conds(handler) -> bool:
         return False
 
 
-def _sliced_conds(get_resized_cond, model, dim: int):
+def _sliced_conds(get_resized_cond, model):
     """``get_resized_cond`` whose model conds are cut to the window as newer ComfyUI does: the model's own
     ``resize_cond_for_context_window`` first, then any cond tensor whose frame axis is the latent's."""
     def get_resized_cond_sliced(cond_in, x_in, window, device=None):
         out = get_resized_cond(cond_in, x_in, window, device)
-        if cond_in is None or dim != 0:
+        if cond_in is None:
             return out
         for orig, new in zip(cond_in, out):
             conds = orig.get("model_conds")
@@ -62,8 +62,8 @@ def _sliced_conds(get_resized_cond, model, dim: int):
             for key, value in conds.items():
                 resize = getattr(model, "resize_cond_for_context_window", None)
                 result = resize(key, value, window, x_in, device) if resize is not None else None
-                if result is None and torch.is_tensor(getattr(value, "cond", None)) and value.cond.ndim > dim \
-                        and value.cond.size(dim) == x_in.size(dim):
+                if result is None and torch.is_tensor(getattr(value, "cond", None)) and value.cond.ndim > 0 \
+                        and value.cond.size(0) == x_in.size(0):
                     result = value._copy_with(window.get_tensor(value.cond, device))
                 if result is not None:
                     fixed[key] = result
@@ -88,10 +88,10 @@ def _outer_sample(executor, *args, **kwargs):
     guider = executor.class_obj
     handler = (getattr(guider, "model_options", None) or {}).get("context_handler")
     shimmed = []
-    if handler is not None and getattr(handler, "dim", None) == 0:
+    if handler is not None and getattr(handler, "dim", None) == 0:  # frames-as-batch latents
         model = getattr(getattr(guider, "model_patcher", None), "model", None)
-        for name, works, fix in (("set_step", takes_frame_batches, lambda f: _first_timestep(f)),
-                                 ("get_resized_cond", slices_frame_conds, lambda f: _sliced_conds(f, model, 0))):
+        for name, works, fix in (("set_step", takes_frame_batches, _first_timestep),
+                                 ("get_resized_cond", slices_frame_conds, lambda f: _sliced_conds(f, model))):
             method = getattr(handler, name, None)
             if callable(method) and not getattr(method, "i2v_compat", False) and not works(handler):
                 setattr(handler, name, fix(method))  # this handler instance, for this run only
