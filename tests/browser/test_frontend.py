@@ -188,11 +188,14 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
             let a = leaves.find(e => e.textContent.trim() === n), img = null;
             while (a && a !== d && !(img = a.querySelector('img'))) a = a.parentElement;
             width[n] = img ? (img.complete ? [img.naturalWidth, img.naturalHeight] : -1) : null;
-            if (width[n] === -1) img.scrollIntoView({block: 'nearest'});  // lazy images load once in view
+            if (width[n] === -1) {  // lazy images load once in view or once eager
+                img.loading = 'eager';
+                img.scrollIntoView({block: 'nearest'});
+            }
         }
         return {pending: names.filter(n => width[n] === null || width[n] === -1), size: width}; }"""
     try:
-        page.wait_for_function(f"(names) => ({thumbs_js})(names).pending.length === 0", arg=EXAMPLES, timeout=30000)
+        page.wait_for_function(f"(names) => ({thumbs_js})(names).pending.length === 0", arg=EXAMPLES, timeout=60000)
     except Exception as e:  # the assertion below says which
         print(f"thumbnails still loading: {str(e).splitlines()[0][:200]}")
     thumbs = page.evaluate(thumbs_js, EXAMPLES)["size"]
