@@ -183,22 +183,38 @@ def test_template_browser_lists_the_examples_and_each_loads(ui, server):
     # every card shows its thumbnail (loaded lazily, when scrolled into view: wait until each has loaded)
     thumbs_js = """(names) => { const d = document.querySelector('[role=dialog]');
         const leaves = [...d.querySelectorAll('*')].filter(e => !e.children.length);
-        const width = {};  // each card's image: natural width once loaded, -1 while loading, null if none yet
+        const width = {}, src = {};  // each card's image: natural width once loaded, -1 while loading, null if none yet
         for (const n of names) {
             let a = leaves.find(e => e.textContent.trim() === n), img = null;
             while (a && a !== d && !(img = a.querySelector('img'))) a = a.parentElement;
             width[n] = img ? (img.complete ? [img.naturalWidth, img.naturalHeight] : -1) : null;
+            src[n] = img ? img.src.slice(0, 80) : null;
             if (width[n] === -1) {  // lazy images load once in view or once eager
                 img.loading = 'eager';
                 img.scrollIntoView({block: 'nearest'});
             }
         }
-        return {pending: names.filter(n => width[n] === null || width[n] === -1), size: width}; }"""
-    try:
-        page.wait_for_function(f"(names) => ({thumbs_js})(names).pending.length === 0", arg=EXAMPLES, timeout=60000)
-    except Exception as e:  # the assertion below says which
-        print(f"thumbnails still loading: {str(e).splitlines()[0][:200]}")
-    thumbs = page.evaluate(thumbs_js, EXAMPLES)["size"]
+        return {pending: names.filter(n => width[n] === null || width[n] === -1), size: width, src}; }"""
+    # the sizes are read in the same evaluation that finds every card loaded: a card's image is re-created when the
+    # card leaves and re-enters view, so a second look may find a fresh one still loading
+    wait_js = f"(names) => {{ const r = ({thumbs_js})(names); return r.pending.length ? null : r.size; }}"
+    thumbs = None
+    for attempt in range(2):  # should an image stall: reopen the browser (its cards remount) and wait again
+        try:
+            thumbs = page.wait_for_function(wait_js, arg=EXAMPLES, timeout=30000 * (attempt + 1)).json_value()
+            break
+        except Exception as e:  # the assertion below says which
+            state = page.evaluate(thumbs_js, EXAMPLES)
+            thumbs = state["size"]
+            print(f"thumbnails still loading (try {attempt + 1}): "
+                  f"{ {n: (state['size'][n], state['src'][n]) for n in state['pending']} } {str(e).splitlines()[0][:120]}")
+            if attempt == 0:
+                page.evaluate("""() => { const d = document.querySelector('[role=dialog]');
+                    const b = [...d.querySelectorAll('button')].find(b => /close/i.test(b.getAttribute('aria-label'))
+                        || /pi-times|lucide--x\\b/.test(b.innerHTML));  // its X
+                    b ? b.click() : d.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})); }""")
+                page.wait_for_function("() => !document.querySelector('[role=dialog]')")
+                open_category()
     from PIL import Image
 
     for name in EXAMPLES:  # the image each card shows is the workflow's own thumbnail, not a placeholder
