@@ -76,6 +76,13 @@ def test_editor_draw_move_run_and_reopen(ui, server):
     page.wait_for_function(f"() => {editor}.img?.naturalWidth === 512")
     canvas = page.locator(".i2v-le-canvas")
 
+    def set_frames(n: int) -> str:
+        """Set the node's frames widget as the frontend does (value, then its callback); the timeline's end."""
+        return page.evaluate(f"""(n) => {{ const w = app.graph.getNodeById({ids['editor']}).widgets
+            .find(w => w.name === 'frames'); w.value = n; w.callback?.(n); return {editor}.slider.max; }}""", n)
+
+    assert (set_frames(12), set_frames(16)) == ("11", "15"), "the frames widget does not drive the editor's timeline"
+
     def P(u: float, v: float) -> tuple[float, float]:
         """Page pixel of an image point, once the editor's place on the page has settled (the frontend lays DOM
         widgets out on its animation frames, later on a loaded machine)."""

@@ -27,6 +27,17 @@ export function outputImageUrl(im) {
     return viewUrl(im.subfolder ? `${im.subfolder}/${im.filename}` : im.filename, im.type || "temp");
 }
 
+/** Chain `fn` after the method `name` of `obj` (a node type's prototype or a widget's callback): the original
+ * runs first and its result is returned; `fn` gets the same `this` and arguments. */
+export function after(obj, name, fn) {
+    const orig = obj[name];
+    obj[name] = function (...args) {
+        const r = orig?.apply(this ?? obj, args);
+        fn.apply(this ?? obj, args);
+        return r;
+    };
+}
+
 export function widgetValue(node, name) {
     return node?.widgets?.find((w) => w.name === name)?.value;
 }

@@ -1,7 +1,7 @@
 // Load Layout Case (I2VMotion_LayoutCaseLoader): shows the chosen case's image on the node as soon as a case is
 // picked (shipped cases and sub/folder/case names of the input folder), and after a run the image it loaded.
 import { app } from "../../../scripts/app.js";
-import { caseImageUrl, el, outputImageUrl } from "./common.js";
+import { after, caseImageUrl, el, outputImageUrl } from "./common.js";
 
 const NODE = "I2VMotion_LayoutCaseLoader";
 
@@ -9,9 +9,7 @@ app.registerExtension({
     name: "i2v_motion.LayoutCasePreview",
     async beforeRegisterNodeDef(nodeType, nodeData) {
         if (nodeData?.name !== NODE) return;
-        const onNodeCreated = nodeType.prototype.onNodeCreated;
-        nodeType.prototype.onNodeCreated = function () {
-            const r = onNodeCreated?.apply(this, arguments);
+        after(nodeType.prototype, "onNodeCreated", function () {
             const img = el("img", { class: "i2v-case-preview", alt: "",
                 style: { width: "100%", height: "100%", objectFit: "contain", display: "none" } });
             img.addEventListener("load", () => { img.style.display = ""; });
@@ -26,34 +24,21 @@ app.registerExtension({
             };
             for (const name of ["name", "folder"]) {
                 const w = this.widgets?.find((x) => x.name === name);
-                if (!w) continue;
-                const cb = w.callback;
-                w.callback = (...a) => {
-                    const out = cb?.apply(w, a);
-                    update();
-                    return out;
-                };
+                if (w) after(w, "callback", update);
             }
             this.i2vCaseUpdate = update;
             const [w, h] = this.size;
             this.setSize([Math.max(w, 320), Math.max(h, 300)]);
             setTimeout(update, 0);
-            return r;
-        };
-        const onConfigure = nodeType.prototype.onConfigure;
-        nodeType.prototype.onConfigure = function () {
-            const r = onConfigure?.apply(this, arguments);
+        });
+        after(nodeType.prototype, "onConfigure", function () {
             setTimeout(() => this.i2vCaseUpdate?.(), 0);
-            return r;
-        };
-        const onExecuted = nodeType.prototype.onExecuted;
-        nodeType.prototype.onExecuted = function (message) {
-            const r = onExecuted?.apply(this, arguments);
+        });
+        after(nodeType.prototype, "onExecuted", function (message) {
             const im = message?.i2v_case_image?.[0];
             if (im && this.i2vCasePreview) {
                 this.i2vCasePreview.src = outputImageUrl(im);
             }
-            return r;
-        };
+        });
     },
 });

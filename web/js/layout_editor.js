@@ -4,7 +4,7 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { INTERPOLATIONS, interpolateBoxes, normBox, round4 } from "./layout_math.js";
-import { caseImageUrl, el, outputImageUrl, viewUrl, widgetValue } from "./common.js";
+import { after, caseImageUrl, el, outputImageUrl, viewUrl, widgetValue } from "./common.js";
 
 const NODE = "I2VMotion_LayoutEditor";
 const CASE_NODE = "I2VMotion_LayoutCaseLoader";
@@ -535,45 +535,27 @@ app.registerExtension({
     },
     async beforeRegisterNodeDef(nodeType, nodeData) {
         if (nodeData?.name !== NODE) return;
-        const onNodeCreated = nodeType.prototype.onNodeCreated;
-        nodeType.prototype.onNodeCreated = function () {
-            const r = onNodeCreated?.apply(this, arguments);
+        after(nodeType.prototype, "onNodeCreated", function () {
             const [w, h] = this.size;
             this.setSize([Math.max(w, 560), Math.max(h, 600)]);
             for (const name of ["frames", "interpolation", "size_space"]) {
                 const wd = this.widgets?.find((x) => x.name === name);
-                if (!wd) continue;
-                const cb = wd.callback;
-                wd.callback = (...a) => {
-                    const out = cb?.apply(wd, a);
-                    this.i2vEditor?.refresh();
-                    return out;
-                };
+                if (wd) after(wd, "callback", () => this.i2vEditor?.refresh());
             }
-            return r;
-        };
-        const onExecuted = nodeType.prototype.onExecuted;
-        nodeType.prototype.onExecuted = function (message) {
-            const r = onExecuted?.apply(this, arguments);
+        });
+        after(nodeType.prototype, "onExecuted", function (message) {
             const img = message?.i2v_editor_image?.[0];
             if (img && this.i2vEditor) {
                 this.i2vEditor.execImage = outputImageUrl(img);
                 this.i2vEditor.imgKey = null;
                 this.i2vEditor.updateImage();
             }
-            return r;
-        };
-        const onDrawForeground = nodeType.prototype.onDrawForeground;
-        nodeType.prototype.onDrawForeground = function () {
-            const r = onDrawForeground?.apply(this, arguments);
+        });
+        after(nodeType.prototype, "onDrawForeground", function () {
             this.i2vEditor?.updateImage(); // cheap unless the image source changed
-            return r;
-        };
-        const onConfigure = nodeType.prototype.onConfigure;
-        nodeType.prototype.onConfigure = function () {
-            const r = onConfigure?.apply(this, arguments);
+        });
+        after(nodeType.prototype, "onConfigure", function () {
             this.i2vEditor?.refresh();
-            return r;
-        };
+        });
     },
 });
