@@ -50,6 +50,8 @@ def slices_frame_conds(handler) -> bool:
 def _sliced_conds(get_resized_cond, model):
     """``get_resized_cond`` whose model conds are cut to the window as newer ComfyUI does: the model's own
     ``resize_cond_for_context_window`` first, then any cond tensor whose frame axis is the latent's."""
+    resize = getattr(model, "resize_cond_for_context_window", None)
+
     def get_resized_cond_sliced(cond_in, x_in, window, device=None):
         out = get_resized_cond(cond_in, x_in, window, device)
         if cond_in is None:
@@ -60,7 +62,6 @@ def _sliced_conds(get_resized_cond, model):
                 continue
             fixed = dict(new.get("model_conds", conds))
             for key, value in conds.items():
-                resize = getattr(model, "resize_cond_for_context_window", None)
                 result = resize(key, value, window, x_in, device) if resize is not None else None
                 if result is None and torch.is_tensor(getattr(value, "cond", None)) and value.cond.ndim > 0 \
                         and value.cond.size(0) == x_in.size(0):

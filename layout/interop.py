@@ -44,6 +44,11 @@ def _dedupe_keys(keys: list[tuple[int, Sequence[float]]]) -> list[tuple[int, Seq
     return out
 
 
+def _phrase(phrases: Sequence[str], n: int, default: str) -> str:
+    """Object ``n``'s phrase: the user's where given, else ``default``."""
+    return phrases[n] if n < len(phrases) else default
+
+
 def centre_box(cx: float, cy: float, bw: float, bh: float) -> tuple[float, float, float, float]:
     return (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
 
@@ -85,8 +90,7 @@ def tracks_to_layout(tracks: dict, width: int, height: int, box_width: float, bo
         pts = [(float(p[t, n, 0]) / width, float(p[t, n, 1]) / height) for t in range(T)]
         frames = _simplify(pts, simplify / max(width, height)) if simplify > 0 else list(range(T))
         keys = [(t, centre_box(*pts[t], bw, bh)) for t in frames]
-        phrase = phrases[n] if n < len(phrases) else f"track {n}"
-        objs.append(make_object(phrase, keys, T, n, interpolation))
+        objs.append(make_object(_phrase(phrases, n, f"track {n}"), keys, T, n, interpolation))
     return Layout(T, tuple(objs), size_space)
 
 
@@ -164,8 +168,7 @@ def layout_from_points(text: Any, width: int, height: int, box_width: float, box
     objs = []
     for n, pts in enumerate(splines):
         keys = [(_frame_of(i, len(pts), frames), centre_box(x / width, y / height, bw, bh)) for i, (x, y) in enumerate(pts)]
-        phrase = phrases[n] if n < len(phrases) else f"spline {n}"
-        objs.append(make_object(phrase, _dedupe_keys(keys), frames, n, interpolation))
+        objs.append(make_object(_phrase(phrases, n, f"spline {n}"), _dedupe_keys(keys), frames, n, interpolation))
     return Layout(frames, tuple(objs), size_space)
 
 
@@ -207,10 +210,10 @@ def layout_from_bboxes(value: Any, width: int, height: int, fmt: str = "xywh", m
     if mode == BBOX_MODES[0]:
         frames = frames or len(boxes)
         keys = _dedupe_keys([(_frame_of(i, len(boxes), frames), b) for i, b in enumerate(boxes)])
-        objs = (make_object(phrases[0] if phrases else "object", keys, frames, 0, interpolation),)
+        objs = (make_object(_phrase(phrases, 0, "object"), keys, frames, 0, interpolation),)
     else:
         frames = frames or 16
-        objs = tuple(make_object(phrases[n] if n < len(phrases) else f"object {n}", [(0, b)], frames, n, interpolation)
+        objs = tuple(make_object(_phrase(phrases, n, f"object {n}"), [(0, b)], frames, n, interpolation)
                      for n, b in enumerate(boxes))
     return Layout(frames, objs, size_space)
 
