@@ -11,16 +11,20 @@ Two sampling wrappers on every MODEL this pack makes (DynamiCrafter from its loa
 
 Weights computed on the fly (low-VRAM / dynamic-VRAM patches) are not materialised at load; a problem
 there shows in the result check.
+
+Merges say what they did in a typed attachment (:class:`MergeNote`, written by ``merging`` through
+:func:`add_merge_note`), which the result check reads to name the likely cause; this module imports nothing of
+the pack but the bridge.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
-from comfy.patcher_extension import WrappersMP
-
-from .compat import add_wrapper_once
+from .comfy_bridge.finite import nonfinite
+from .comfy_bridge.hooks import WrappersMP, add_wrapper_once, get_attachment
 
 log = logging.getLogger("i2v_motion")
 
@@ -32,39 +36,46 @@ class NonFiniteError(RuntimeError):
     """A weight or a sampled latent holds NaN/Inf."""
 
 
+MERGE_NOTES_KEY = "i2v_motion.merge_notes"
+
+
+@dataclass(frozen=True)
+class MergeNote:
+    """What one merge did to a MODEL's weights, for messages: the node, its named coefficients (EDG's α/β) or
+    its task-vector weights, and DARE's drop rate."""
+
+    node: str
+    coefficients: tuple[tuple[str, float], ...] = ()
+    weights: tuple[float, ...] = ()
+    p: float = 0.0
+
+
+def add_merge_note(patcher, note: MergeNote) -> None:
+    """Record ``note`` on ``patcher`` (a fresh clone the merge made; its parents' notes are kept)."""
+    patcher.set_attachments(MERGE_NOTES_KEY, merge_notes(patcher) + (note,))
+
+
+def merge_notes(patcher) -> tuple[MergeNote, ...]:
+    """The merges recorded on a MODEL (its own and those of the models it was cloned from)."""
+    return tuple(get_attachment(patcher, MERGE_NOTES_KEY) or ())
+
+
 def nonfinite_weights(model: torch.nn.Module, device: torch.device | None = None) -> list[str]:
     """Names of floating parameters (on ``device`` when given) that hold NaN or Inf."""
-    names, flags = [], []
-    for name, p in model.named_parameters():
-        if not p.is_floating_point() or p.numel() == 0 or (device is not None and p.device != device):
-            continue
-        t = p.detach()
-        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            t = t.float()  # fp8 storage: no reductions
-        names.append(name)
-        flags.append(torch.isfinite(t).all())
-    if not flags:
-        return []
-    ok = torch.stack([f.to("cpu") if f.device.type != flags[0].device.type else f for f in flags]).cpu()
-    return [n for n, good in zip(names, ok.tolist()) if not good]
+    return nonfinite((name, p) for name, p in model.named_parameters()
+                     if device is None or p.device == device)
 
 
 def _merge_hint(patcher) -> str:
-    try:
-        from .merging.patches import merge_recipes
-    except ImportError:  # pragma: no cover
-        return ""
-    recipes, _ = merge_recipes(patcher)
     parts = []
-    for r in recipes:
-        coeffs = {k: r[k] for k in ("alpha_d", "beta_d", "alpha_c", "beta_c") if k in r}
-        weights = r.get("weights") or []
-        p = float(r.get("p") or 0.0)
-        big = [w for w in list(weights) + list(coeffs.values()) if abs(float(w)) > 3.0]
+    for note in merge_notes(patcher):
+        coeffs = dict(note.coefficients)
+        p = float(note.p)
+        big = [w for w in list(note.weights) + list(coeffs.values()) if abs(float(w)) > 3.0]
         if big or p >= 0.95:
             desc = ", ".join(f"{k} {v:g}" for k, v in coeffs.items()) or \
-                "weights " + ", ".join(f"{float(w):g}" for w in weights)
-            parts.append(f"{r.get('node', 'merge')} ({desc}{f', DARE p {p:g} rescales kept deltas ×{1 / (1 - p):.0f}' if p >= 0.95 else ''})")
+                "weights " + ", ".join(f"{float(w):g}" for w in note.weights)
+            parts.append(f"{note.node} ({desc}{f', DARE p {p:g} rescales kept deltas ×{1 / (1 - p):.0f}' if p >= 0.95 else ''})")
     if not parts:
         return ""
     return ("; likely cause: merge coefficients that push the weights far from both models: " + "; ".join(parts)

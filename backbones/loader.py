@@ -1,26 +1,22 @@
 """Build ComfyUI objects (MODEL, CLIP, VAE, CLIP_VISION) from a DynamiCrafter checkpoint."""
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import torch
 
-import comfy.clip_vision
 import comfy.model_management as mm
-import comfy.model_patcher
-import comfy.sd
-import comfy.supported_models
 import comfy.utils
 
-from ..compat import ensure_skipped_params_patched, is_dynamic, new_model_patcher
+from ..comfy_bridge.building import (make_clip_vision, make_sd2_clip, make_vae, openclip_vision_to_transformers,
+                                     sd2_clip_state_dict)
+from ..comfy_bridge.context_windows import ensure_context_compat
+from ..comfy_bridge.finite import nonfinite
+from ..comfy_bridge.patchers import ModelPatcher, ensure_skipped_params_patched, is_dynamic, new_model_patcher
 from ..guards import ensure_guards
-from .context_compat import ensure_context_compat
 from .checkpoint import CheckpointError, Parts, detect_unet_config, guess_variant, read_state_dict, split_parts
 from .model import VARIANTS, DynamiCrafterConfig
 
@@ -29,7 +25,7 @@ log = logging.getLogger("i2v_motion")
 
 @dataclass
 class Loaded:
-    model: comfy.model_patcher.ModelPatcher
+    model: ModelPatcher
     clip: object | None
     vae: object | None
     clip_vision: object | None
@@ -38,7 +34,7 @@ class Loaded:
 
 def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: str = "checkpoint",
                 meta: dict | None = None, dtype: torch.dtype | None = None,
-                fp8_optimizations: bool = False) -> comfy.model_patcher.ModelPatcher:
+                fp8_optimizations: bool = False) -> ModelPatcher:
     """UNet + Resampler weights (relative keys) → a ModelPatcher on ComfyUI's model management.
 
     ``dtype``: storage dtype of the weights (None: ComfyUI picks for the device); fp8 dtypes store in fp8
@@ -116,12 +112,7 @@ def _load_checked(module: torch.nn.Module, sd: dict, name: str, part: str):
 
 def check_finite(sd: dict[str, torch.Tensor], name: str) -> None:
     """CheckpointError naming the tensors of ``sd`` that hold NaN or Inf."""
-    bad = []
-    for k, v in sd.items():
-        if v.is_floating_point() and v.numel():
-            t = v if v.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) else v.float()
-            if not bool(torch.isfinite(t).all()):
-                bad.append(k)
+    bad = nonfinite(sd.items())
     if bad:
         more = f" (+{len(bad) - 4} more)" if len(bad) > 4 else ""
         raise CheckpointError(f"{name}: non-finite values (NaN/Inf) in {len(bad)} tensor(s): {', '.join(bad[:4])}{more}; "
@@ -132,21 +123,19 @@ def build_vae(vae_sd: dict[str, torch.Tensor]):
     """SD AutoencoderKL from ``first_stage_model.*`` (channel width read from the weights)."""
     ch = int(vae_sd["encoder.conv_in.weight"].shape[0])
     if ch == 128:
-        return comfy.sd.VAE(sd=vae_sd)
+        return make_vae(vae_sd)
     levels = sorted({int(k.split(".")[2]) for k in vae_sd if k.startswith("encoder.down.")})
     mult = [int(vae_sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) // ch for i in levels]
     n_res = len({k.split(".")[4] for k in vae_sd if k.startswith("encoder.down.0.block.")})
     ddconfig = {"double_z": True, "z_channels": int(vae_sd["decoder.conv_in.weight"].shape[1]), "resolution": 256,
                 "in_channels": 3, "out_ch": 3, "ch": ch, "ch_mult": mult, "num_res_blocks": n_res,
                 "attn_resolutions": [], "dropout": 0.0}
-    return comfy.sd.VAE(sd=vae_sd, config={"params": {"ddconfig": ddconfig,
-                                                       "embed_dim": int(vae_sd["post_quant_conv.weight"].shape[1])}})
+    return make_vae(vae_sd, {"params": {"ddconfig": ddconfig, "embed_dim": int(vae_sd["post_quant_conv.weight"].shape[1])}})
 
 
 def build_clip(text_sd: dict[str, torch.Tensor]):
     """OpenCLIP ViT-H text encoder (penultimate layer) through core's SD2 CLIP; width/depth from weights."""
-    target = comfy.supported_models.SD20({}).clip_target()
-    clip_sd = comfy.supported_models.SD20({}).process_clip_state_dict(dict(text_sd))
+    clip_sd = sd2_clip_state_dict(text_sd)
     width = int(clip_sd["clip_h.transformer.text_model.embeddings.token_embedding.weight"].shape[1])
     layers = len({k.split(".")[5] for k in clip_sd if k.startswith("clip_h.transformer.text_model.encoder.layers.")})
     model_options = {}
@@ -155,12 +144,7 @@ def build_clip(text_sd: dict[str, torch.Tensor]):
             "hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": max(1, width // 64),
             "intermediate_size": int(clip_sd["clip_h.transformer.text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
             "projection_dim": width}
-    params = comfy.utils.calculate_parameters(clip_sd)
-    if "state_dict" in inspect.signature(comfy.sd.CLIP.__init__).parameters:
-        # 0.33+: CLIP loads its weights and then the encoder to the GPU at construction (as core loaders do)
-        return comfy.sd.CLIP(target, parameters=params, model_options=model_options, state_dict=clip_sd)
-    clip = comfy.sd.CLIP(target, parameters=params, model_options=model_options)
-    m, u = clip.load_sd(clip_sd, full_model=True)
+    clip, m = make_sd2_clip(clip_sd, comfy.utils.calculate_parameters(clip_sd), model_options)
     m = [k for k in m if not k.endswith(("position_ids", "logit_scale", "text_projection.weight"))]
     if m:
         log.warning("text encoder: missing %s", m[:4])
@@ -170,7 +154,7 @@ def build_clip(text_sd: dict[str, torch.Tensor]):
 def build_clip_vision(vision_sd: dict[str, torch.Tensor]):
     """OpenCLIP ViT-H vision tower (``embedder.model.visual.*``) as a core CLIP_VISION."""
     prefix = "embedder.model.visual." if any(k.startswith("embedder.model.visual.") for k in vision_sd) else "embedder.model."
-    sd = comfy.clip_vision.convert_to_transformers(dict(vision_sd), prefix)
+    sd = openclip_vision_to_transformers(vision_sd, prefix)
     width = int(sd["vision_model.embeddings.patch_embedding.weight"].shape[0])
     patch = int(sd["vision_model.embeddings.patch_embedding.weight"].shape[-1])
     layers = len({k.split(".")[3] for k in sd if k.startswith("vision_model.encoder.layers.")})
@@ -185,12 +169,7 @@ def build_clip_vision(vision_sd: dict[str, torch.Tensor]):
               "torch_dtype": "float32"}
     if (width, layers, patch) == (1280, 32, 14):
         config["num_attention_heads"] = 16
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "clip_vision_config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        cv = comfy.clip_vision.ClipVisionModel(path)
-    m, _ = cv.load_sd(sd)
+    cv, m = make_clip_vision(sd, config)
     m = [k for k in m if not k.startswith(("visual_projection", "vision_model.post_layernorm"))]
     if m:
         log.warning("clip vision: missing %s", m[:4])

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.supported_models_base
 import comfy.utils
 
+from ..comfy_bridge.building import conds
 from .dynamicrafter_unet import DynamiCrafterUNet, UNetConfig
 
 
@@ -119,15 +119,15 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
             if concat.shape[0] == frames and videos > 1:  # one video's concat for every video
                 concat = concat.repeat(videos, 1, 1, 1)
             concat = comfy.utils.resize_to_batch_size(concat, n)
-        out["c_concat"] = comfy.conds.CONDNoiseShape(concat)
+        out["c_concat"] = conds.CONDNoiseShape(concat)
         cross_attn = kwargs.get("cross_attn", None)
         if cross_attn is not None:
-            out["c_crossattn"] = comfy.conds.CONDCrossAttn(per_frame(cross_attn, videos, frames, "the text conditioning"))
+            out["c_crossattn"] = conds.CONDCrossAttn(per_frame(cross_attn, videos, frames, "the text conditioning"))
         tokens = kwargs.get("clip_vision_tokens", None)
         if tokens is not None:
-            out["clip_tokens"] = comfy.conds.CONDRegular(per_frame(tokens, videos, frames, "clip_vision_tokens"))
-        out["fs"] = comfy.conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
-        out["num_video_frames"] = comfy.conds.CONDConstant(frames)
+            out["clip_tokens"] = conds.CONDRegular(per_frame(tokens, videos, frames, "clip_vision_tokens"))
+        out["fs"] = conds.CONDConstant(int(kwargs.get("fs", self.variant.default_fs)))
+        out["num_video_frames"] = conds.CONDConstant(frames)
         return out
 
     def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
@@ -138,7 +138,7 @@ class DynamiCrafterModel(comfy.model_base.BaseModel):
                 raise ValueError(f"context windows sample one video at a time, but the latent holds "
                                  f"{x_in.shape[0] // total} videos of {total} frames: use batch_size 1 with context windows")
             anchor = getattr(window, "causal_anchor_index", None)
-            return comfy.conds.CONDConstant(len(window.index_list) + (1 if anchor is not None and anchor >= 0 else 0))
+            return conds.CONDConstant(len(window.index_list) + (1 if anchor is not None and anchor >= 0 else 0))
         return None
 
     def extra_conds_shapes(self, **kwargs) -> dict:

@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import trange
 
-import comfy.model_sampling
-import comfy.samplers
+from ..comfy_bridge.sampling import KSAMPLER, is_v_prediction
 
 
 def dynamic_rescale_scale(t: torch.Tensor | float, base_scale: float) -> torch.Tensor:
@@ -34,7 +33,7 @@ def dynamic_rescale_scale(t: torch.Tensor | float, base_scale: float) -> torch.T
 
 
 def _is_v(ms) -> bool:
-    return isinstance(ms, comfy.model_sampling.V_PREDICTION)
+    return is_v_prediction(ms)
 
 
 def _abar(sigma: torch.Tensor) -> torch.Tensor:
@@ -181,7 +180,7 @@ def trailing_sigmas(model_sampling, steps: int) -> torch.Tensor:
     return official_sigmas(model_sampling, steps, "uniform_trailing")
 
 
-class OfficialKSampler(comfy.samplers.KSAMPLER):
+class OfficialKSampler(KSAMPLER):
     """``KSAMPLER`` that starts a generation from pure noise x_T ~ N(0, I), as the official DDIM sampler does
     whatever its first timestep (``uniform`` spacing starts below 999, where ComfyUI would scale the noise by
     σ0 instead of sqrt(1 + σ0²)). With a non-empty latent (img2img, layout guides) ComfyUI's own noise

@@ -6,15 +6,14 @@ from __future__ import annotations
 from .boxes import (INTERPOLATIONS, SIZE_SPACES, KeyBox, Layout, LayoutObject, box_area, box_iou, clip_boxes,
                     format_layout, interpolate_keys, layout_from_masks, layout_to_dict, make_object, mask_bbox,
                     merge_layouts, parse_layout, visibility, with_frames)
-from .cases import (Case, PathRefused, confine, input_case_names, list_cases, load_case, load_image,
-                    make_example_cases)
+from .cases import Case, PathRefused, confine, input_case_names, list_cases, load_case, load_image
 from .draw import draw_layout
 from .interop import (BBOX_FORMATS, BBOX_MODES, layout_from_bboxes, layout_from_points, layout_to_tracks,
                       parse_bboxes, parse_points, split_phrases, tracks_to_layout)
 from .guide import FILLS, compose_latents, composite_guide, fill_region, latent_grow, make_plate, warp_box
 from .masks import box_masks, layout_mask, object_masks, region_masks, soft_union
-from .metrics import (afterimage_score, background_consistency, evaluate_layout, masked_ssim, object_consistency,
-                      psnr, ssim, trajectory_adherence)
+from .metrics import (afterimage_score, background_consistency, evaluate_layout, json_safe, masked_ssim,
+                      object_consistency, psnr, ssim, trajectory_adherence)
 from .schedule import LayoutDenoiseMask, RegionSchedule, region_stack, static_mask, step_progress
 from .track import TrackResult, crop_box, objectness, track_template, work_size_for
 
@@ -28,8 +27,8 @@ __all__ = [
     "region_stack", "static_mask", "step_progress",
     "crop_box", "objectness", "track_template", "work_size_for",
     "ssim", "masked_ssim", "psnr", "background_consistency", "afterimage_score", "object_consistency",
-    "trajectory_adherence", "evaluate_layout",
+    "trajectory_adherence", "evaluate_layout", "json_safe",
     "BBOX_FORMATS", "BBOX_MODES", "layout_to_tracks", "tracks_to_layout", "parse_points", "layout_from_points",
     "parse_bboxes", "layout_from_bboxes", "split_phrases",
-    "draw_layout", "list_cases", "input_case_names", "load_case", "load_image", "make_example_cases", "PathRefused", "confine",
+    "draw_layout", "list_cases", "input_case_names", "load_case", "load_image", "PathRefused", "confine",
 ]

@@ -7,14 +7,13 @@ A case folder holds one ``<name>.json`` per case::
 
 ``image`` is relative to the JSON file and must lie in the case folder (links are resolved first); a case
 folder given to the nodes must lie inside an allowed root (ComfyUI's input folder, the shipped cases), see
-:func:`confine`. Objects may carry ``"kind"``/``"colour"``: how :func:`make_example_cases` drew them (ignored
-by the loader).
+:func:`confine`. Objects may carry ``"kind"``/``"colour"``: how ``tests/support/synth.py`` drew the shipped cases
+(ignored by the loader).
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,64 +146,3 @@ def load_case(folder: str | Path, name: str | int) -> Case:
     except (OSError, ValueError):  # PIL: UnidentifiedImageError is an OSError
         raise ValueError(f"case {name!r}: {image!r} is not a readable image (PNG, JPEG, WebP)") from None
     return Case(name, img, layout, caption, path)
-
-
-# --------------------------------------------------------------------------------------------------
-# The example cases shipped with the pack (procedural images; regenerate with make_example_cases)
-
-EXAMPLE_SIZE = (320, 512)  # H, W (DynamiCrafter's 320x512 model)
-EXAMPLE_CASES: list[dict] = [
-    {"name": "ball_roll", "caption": "a striped ball rolls to the right across the meadow", "seed": 1,
-     "interpolation": "linear",
-     "objects": [{"phrase": "striped ball", "kind": "ball", "colour": [230, 60, 50],
-                  "boxes": [[0, 0.08, 0.55, 0.26, 0.83], [15, 0.70, 0.55, 0.88, 0.83]]}]},
-    {"name": "car_approach", "caption": "a red car drives toward the camera and grows larger", "seed": 2,
-     "interpolation": "ease_in_out",
-     "objects": [{"phrase": "red car", "kind": "car", "colour": [200, 30, 40],
-                  "boxes": [[0, 0.40, 0.50, 0.58, 0.66], [15, 0.22, 0.40, 0.70, 0.83]]}]},
-    {"name": "kite_exit", "caption": "a kite flies up and out of the frame to the right", "seed": 3,
-     "interpolation": "linear",
-     "objects": [{"phrase": "kite", "kind": "kite", "colour": [250, 180, 30],
-                  "boxes": [[0, 0.50, 0.12, 0.64, 0.44], [11, 0.92, 0.02, 1.06, 0.34], [15, 1.08, -0.05, 1.22, 0.27]]}]},
-    {"name": "two_boats", "caption": "two boats sail past each other, the far one drifting away", "seed": 4,
-     "interpolation": "linear",
-     "objects": [{"phrase": "blue boat", "kind": "boat", "colour": [40, 80, 200],
-                  "boxes": [[0, 0.05, 0.52, 0.30, 0.80], [15, 0.62, 0.54, 0.87, 0.82]]},
-                 {"phrase": "orange boat", "kind": "boat", "colour": [240, 120, 30],
-                  "boxes": [[0, 0.68, 0.22, 0.90, 0.46], [15, 0.12, 0.27, 0.27, 0.43]]}]},
-    {"name": "bird_curve", "caption": "a bird swoops down and flies away along a curve", "seed": 5,
-     "interpolation": "catmull_rom",
-     "objects": [{"phrase": "bird", "kind": "bird", "colour": [90, 60, 160],
-                  "boxes": [[0, 0.10, 0.08, 0.30, 0.36], [8, 0.42, 0.42, 0.57, 0.62], [15, 0.76, 0.18, 0.87, 0.33]]}]},
-    {"name": "three_balloons", "caption": "two balloons rise, one out of the frame, while the third sways in place",
-     "seed": 6, "interpolation": "ease_in_out",
-     "objects": [{"phrase": "green balloon", "kind": "balloon", "colour": [60, 190, 80],
-                  "boxes": [[0, 0.08, 0.50, 0.22, 0.82], [15, 0.10, 0.06, 0.24, 0.38]]},
-                 {"phrase": "pink balloon", "kind": "balloon", "colour": [240, 90, 170],
-                  "boxes": [[0, 0.44, 0.55, 0.58, 0.87], [15, 0.48, -0.26, 0.62, 0.06]]},
-                 {"phrase": "yellow balloon", "kind": "balloon", "colour": [245, 215, 40],
-                  "boxes": [[0, 0.78, 0.50, 0.92, 0.82]]}]},
-]
-
-
-def make_example_cases(folder: str | Path, frames: int = 16) -> list[str]:
-    """Write the procedural example cases (PNG + JSON) into ``folder``; returns their names."""
-    from .synth import render
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    H, W = EXAMPLE_SIZE
-    names = []
-    for spec in EXAMPLE_CASES:
-        objs = [(o["kind"], o["boxes"][0][1:], o["colour"]) for o in spec["objects"]]
-        img = render(H, W, objs, seed=spec["seed"])
-        Image.fromarray(img).save(out / f"{spec['name']}.png", optimize=True)
-        data = {"image": f"{spec['name']}.png", "caption": spec["caption"], "frames": frames,
-                "interpolation": spec["interpolation"],
-                "objects": [{k: o[k] for k in ("phrase", "boxes", "kind", "colour")} for o in spec["objects"]]}
-        parse_layout(data)  # validate
-        text = json.dumps(data, indent=1)
-        text = re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
-        (out / f"{spec['name']}.json").write_text(text + "\n", encoding="utf-8")
-        names.append(spec["name"])
-    return names

@@ -2,7 +2,7 @@
 
 Regions per frame ``t`` (soft, they sum to 1 everywhere):
 
-* ``object``: where objects are at frame ``t`` (their boxes grown by ``margin`` and feathered outward);
+* ``objects``: where objects are at frame ``t`` (their boxes grown by ``margin`` and feathered outward);
 * ``vacated``: the objects' source boxes (frame 0) not covered by an object at ``t``: the place an
   object left, which must show the background plate, never the object (motion afterimage suppression);
 * ``background``: everything else, which must stay the source.
@@ -65,11 +65,11 @@ def layout_mask(layout: Layout, height: int, width: int, feather: float = 0.0, g
 
 def region_masks(layout: Layout, height: int, width: int, feather: float = 0.0,
                  margin: float = 0.0) -> dict[str, torch.Tensor]:
-    """``object``/``vacated``/``background`` masks ``[T, H, W]`` (partition of unity) and ``source`` ``[H, W]``."""
+    """``objects``/``vacated``/``background`` masks ``[T, H, W]`` (partition of unity) and ``source`` ``[H, W]``."""
     boxes = layout.boxes()
     N, T = boxes.shape[:2]
     obj = soft_union(box_masks(boxes.reshape(-1, 4), height, width, feather, margin).reshape(N, T, height, width), 0)
     src = soft_union(box_masks(boxes[:, 0], height, width, feather, margin), 0)
     vac = (src[None] - obj).clamp(min=0)
     bg = 1 - torch.maximum(obj, src[None])
-    return {"object": obj, "vacated": vac, "background": bg, "source": src}
+    return {"objects": obj, "vacated": vac, "background": bg, "source": src}

@@ -28,6 +28,17 @@ from .track import crop_box, track_template, work_size_for
 Progress = Callable[[int, int], None]
 
 
+def json_safe(x: Any) -> Any:
+    """A report with NaN/±Inf floats as None (JSON has no NaN), dicts and lists walked, tuples as lists."""
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def _gauss(window: int, sigma: float, dtype=torch.float64) -> torch.Tensor:
     x = torch.arange(window, dtype=dtype) - (window - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))

@@ -16,7 +16,6 @@ This module does not import comfy; it only reads ``extra_options["sigmas"]``.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +74,6 @@ class LayoutDenoiseMask:
         self.regions = regions.float().cpu()
         self.schedule = schedule
         self._cache: dict = {}
-        self.calls: deque[float] = deque(maxlen=4096)  # progress of recent calls (inspection, tests)
 
     def __deepcopy__(self, memo: dict) -> "LayoutDenoiseMask":
         # ModelPatcher.clone() deep-copies model_options; the masks are never mutated, share them.
@@ -107,10 +105,13 @@ class LayoutDenoiseMask:
             self._cache = {key: reg}
         return free_mask(reg, self.schedule, progress).expand(shape)
 
-    def __call__(self, sigma: torch.Tensor, denoise_mask: torch.Tensor, extra_options: dict) -> torch.Tensor:
+    def progress(self, sigma: torch.Tensor | float, extra_options: dict | None) -> float:
+        """Where the sampler is when it calls with ``sigma`` (0 = first step … 1)."""
         s = float(sigma.max()) if torch.is_tensor(sigma) else float(sigma)
-        p = step_progress(s, (extra_options or {}).get("sigmas"))
-        self.calls.append(p)
+        return step_progress(s, (extra_options or {}).get("sigmas"))
+
+    def __call__(self, sigma: torch.Tensor, denoise_mask: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        p = self.progress(sigma, extra_options)
         return self.mask_for(p, denoise_mask.shape, denoise_mask.device, denoise_mask.dtype)
 
 

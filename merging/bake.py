@@ -13,16 +13,13 @@ import json
 import os
 import queue
 import threading
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 
-import comfy.float
-import comfy.lora
-import comfy.model_management
-import comfy.model_patcher
-
-from ..compat import patch_compute_dtype, string_to_seed
+from ..comfy_bridge.patchers import ModelPatcher
+from ..comfy_bridge.weights import patched_weight, stored_weight
+from ..limits import nbytes
 from .filters import DIFFUSION_PREFIX, detect_architecture
 from .patches import merge_recipes
 
@@ -33,13 +30,6 @@ ST_DTYPES: dict[torch.dtype, str] = {
 }
 OUT_DTYPES: dict[str, torch.dtype | None] = {"keep": None, "fp16": torch.float16, "bf16": torch.bfloat16,
                                              "fp32": torch.float32}
-
-
-def _nbytes(dtype: torch.dtype, shape: Iterable[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n * torch.empty((), dtype=dtype).element_size()
 
 
 PARTIAL_SUFFIX = ".i2v-partial"
@@ -106,7 +96,7 @@ class StreamingSafetensorsWriter:
         for name, dtype, shape in self.entries:
             if dtype not in ST_DTYPES:
                 raise ValueError(f"{name}: dtype {dtype} cannot be stored in safetensors")
-            n = _nbytes(dtype, shape)
+            n = nbytes(shape, dtype)
             header[name] = {"dtype": ST_DTYPES[dtype], "shape": [int(s) for s in shape], "data_offsets": [off, off + n]}
             off += n
         blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
@@ -157,7 +147,7 @@ class StreamingSafetensorsWriter:
             self.abort()
 
 
-def saved_key_names(model: comfy.model_patcher.ModelPatcher, keys: list[str]) -> dict[str, str]:
+def saved_key_names(model: ModelPatcher, keys: list[str]) -> dict[str, str]:
     """ModelPatcher key → checkpoint name, via the model config's own saving convention.
 
     DynamiCrafter: ``model.diffusion_model.X`` and ``image_proj_model.Y``; ComfyUI models: their
@@ -182,27 +172,20 @@ def saved_key_names(model: comfy.model_patcher.ModelPatcher, keys: list[str]) ->
     return mapped
 
 
-def patched_tensor(model: comfy.model_patcher.ModelPatcher, key: str, device: torch.device,
+def patched_tensor(model: ModelPatcher, key: str, device: torch.device,
                    out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One key's weight as a full ComfyUI load computes it (stored weight + patches); patched keys are
     computed on ``device``, unpatched ones are returned where they are."""
-    weight, set_func, convert_func = comfy.model_patcher.get_key_weight(model.model, key)
-    bk = model.backup.get(key, None)
-    if bk is not None:
-        weight = bk.weight
+    weight, _set_func, convert_func = stored_weight(model, key)
     store = weight.dtype
     target = out_dtype if (out_dtype is not None and weight.is_floating_point()) else store
     if key not in model.patches:
         return weight.detach().to(dtype=target)  # nothing to compute: no trip through ``device``
     # ComfyUI's patch_weight_to_device: the device's patch compute dtype, then round to the storage dtype
-    temp = comfy.model_management.cast_to_device(weight, device, patch_compute_dtype(device), copy=True)
-    if convert_func is not None:
-        temp = convert_func(temp, inplace=True)
-    out = comfy.lora.calculate_weight(model.patches[key], temp, key)
-    return comfy.float.stochastic_rounding(out, store, seed=string_to_seed(key)).to(target)
+    return patched_weight(weight, model.patches[key], key, device, convert_func=convert_func, round_to=store).to(target)
 
 
-def bake_model(model: comfy.model_patcher.ModelPatcher, path: str, *, out_dtype: str = "keep",
+def bake_model(model: ModelPatcher, path: str, *, out_dtype: str = "keep",
                extra_metadata: dict[str, str] | None = None, device: torch.device | str | None = None,
                progress: Callable[[int, int], None] | None = None,
                check_interrupt: Callable[[], None] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Pure per-tensor merge maths: task vectors, DARE, TIES and the EDG expert formulas.
+"""Pure per-tensor merge maths: DARE, TIES and the EDG coefficient identity.
 
 Every function works on one tensor (one state-dict key) at a time, in float32, and never mutates its
 inputs unless the name ends in ``_``. Randomness (DARE masks) comes from a counter-free generator seeded
@@ -13,10 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = [
-    "key_seed", "check_drop_rate", "dare_keep_mask", "dare", "task_vector", "trim_top_k", "ties_merge",
-    "edg_dynamics", "edg_control", "edg_dynamics_delta_coeff",
-]
+__all__ = ["key_seed", "check_drop_rate", "dare_keep_mask", "dare", "trim_top_k", "ties_merge",
+           "edg_dynamics_delta_coeff"]
 
 
 def key_seed(seed: int, key: str, tag: str = "") -> int:
@@ -72,13 +70,6 @@ def dare(delta: torch.Tensor, p: float, *, seed: int, key: str, tag: str = "", k
     return torch.where(mask, delta * scale, torch.zeros((), dtype=delta.dtype, device=delta.device))
 
 
-def task_vector(finetune: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """τ = θ_ft − θ_base in float32."""
-    if finetune.shape != base.shape:
-        raise ValueError(f"shape mismatch: fine-tune {tuple(finetune.shape)} vs base {tuple(base.shape)}")
-    return finetune.to(torch.float32) - base.to(torch.float32)
-
-
 def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:
     """TIES trim: keep the ``density`` fraction of entries with the largest magnitude, zero the rest."""
     density = float(density)
@@ -116,21 +107,3 @@ def ties_merge(deltas: Sequence[torch.Tensor], density: float | None = None) -> 
 def edg_dynamics_delta_coeff(alpha_d: float, beta_d: float) -> float:
     """θ_dyn = θ_base + β_d·DARE(α_d·(θ_base − θ_ft)) = θ_base + (−α_d·β_d)·DARE(τ) (DARE is linear)."""
     return -float(alpha_d) * float(beta_d)
-
-
-def edg_dynamics(base: torch.Tensor, finetune: torch.Tensor, *, alpha_d: float = 0.25, beta_d: float = 0.75,
-                 p: float = 0.7, seed: int = 0, key: str = "", tag: str = "edg.dynamics",
-                 keep_1d: bool = True) -> torch.Tensor:
-    """Dynamics expert, literal formula: θ_base + β_d·DARE_p(α_d·(θ_base − θ_ft)) (float32)."""
-    b = base.to(torch.float32)
-    d = dare(float(alpha_d) * (b - finetune.to(torch.float32)), p, seed=seed, key=key, tag=tag, keep_1d=keep_1d)
-    return b + float(beta_d) * d
-
-
-def edg_control(base: torch.Tensor, finetune: torch.Tensor, *, alpha_c: float = 1.0, beta_c: float = 0.25,
-                p: float = 0.7, seed: int = 0, key: str = "", tag: str = "edg.control",
-                keep_1d: bool = True) -> torch.Tensor:
-    """Control expert, literal formula: α_c·θ_ft + β_c·DARE_p(θ_ft − θ_base) (float32)."""
-    f = finetune.to(torch.float32)
-    d = dare(f - base.to(torch.float32), p, seed=seed, key=key, tag=tag, keep_1d=keep_1d)
-    return float(alpha_c) * f + float(beta_c) * d

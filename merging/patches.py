@@ -16,20 +16,17 @@ from typing import Any, Sequence
 
 import torch
 
-import comfy.lora
-import comfy.model_management
-import comfy.model_patcher
-from comfy.weight_adapter import WeightAdapterBase
-
-from ..compat import ensure_skipped_params_patched
-from ..guards import ensure_guards
+from ..comfy_bridge.finite import nonfinite
+from ..comfy_bridge.patchers import ModelPatcher, ensure_skipped_params_patched, is_model_patcher
+from ..comfy_bridge.weights import WeightAdapterBase, cast_to_device, patched_weight, stored_weight
+from ..guards import MergeNote, add_merge_note, ensure_guards
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
-from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge, trim_top_k
+from .methods import METHODS, PARAMS, get_method
+from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge
 
 log = logging.getLogger("i2v_motion.merging")
 
-METHODS: tuple[str, ...] = ("sum", "dare", "ties", "dare_ties")
 _MAX_LISTED = 8
 
 
@@ -58,32 +55,22 @@ class WeightRef:
         there is anything to apply or when the stored dtype has no arithmetic (fp8); otherwise the stored
         tensor moved (not converted) to ``device``."""
         if not exact_dtype and self.convert_func is None and not self.patches and self.weight.dtype in _MATH_DTYPES:
-            t = comfy.model_management.cast_to_device(self.weight, device, None)
+            t = cast_to_device(self.weight, device, None)
             return t, t is not self.weight
-        t = comfy.model_management.cast_to_device(self.weight, device, torch.float32, copy=True)
-        if self.convert_func is not None:
-            t = self.convert_func(t, inplace=True)
-        if self.patches:
-            t = comfy.lora.calculate_weight(list(self.patches), t, key, intermediate_dtype=torch.float32)
-        return t, True
+        return patched_weight(self.weight, self.patches, key, device, compute_dtype=torch.float32,
+                              convert_func=self.convert_func), True
 
 
-def weight_refs(model: comfy.model_patcher.ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef]:
+def weight_refs(model: ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef]:
     """References to ``keys`` of ``model`` (as ``ModelPatcher.get_key_patches`` sees them), no copies."""
     out = {}
     for k in keys:
-        weight, _set_func, convert_func = comfy.model_patcher.get_key_weight(model.model, k)
-        bk = model.backup.get(k, None)
-        if bk is not None:
-            weight = bk.weight
-        hbk = model.hook_backup.get(k, None)
-        if hbk is not None:
-            weight = hbk[0]
+        weight, _set_func, convert_func = stored_weight(model, k)
         out[k] = WeightRef(weight, convert_func, tuple(model.patches.get(k, ())))
     return out
 
 
-def diffusion_param_keys(model: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Size]:
+def diffusion_param_keys(model: ModelPatcher) -> dict[str, torch.Size]:
     """Floating-point *parameters* under ``diffusion_model.`` (buffers never take part) → shape."""
     out = {}
     for name, p in model.model.named_parameters():
@@ -93,7 +80,7 @@ def diffusion_param_keys(model: comfy.model_patcher.ModelPatcher) -> dict[str, t
     return out
 
 
-def model_fingerprint(model: comfy.model_patcher.ModelPatcher, keys: Sequence[str]) -> str:
+def model_fingerprint(model: ModelPatcher, keys: Sequence[str]) -> str:
     """Cheap identity of a model's stored weights: BLAKE2b over the first bytes of up to 16 keys."""
     h = hashlib.blake2b(digest_size=12)
     refs = weight_refs(model, list(keys)[:: max(1, len(keys) // 16)][:16])
@@ -103,21 +90,6 @@ def model_fingerprint(model: comfy.model_patcher.ModelPatcher, keys: Sequence[st
         h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
         h.update(str(len(r.patches)).encode())
     return h.hexdigest()
-
-
-def _finite_problems(refs: dict[str, WeightRef]) -> list[str]:
-    bad = []
-    for k, r in refs.items():
-        w = r.weight
-        if w.numel() == 0 or not w.is_floating_point():
-            continue
-        flat = w.detach().reshape(-1)
-        if flat.dtype not in _MATH_DTYPES:  # fp8: no reductions; upcast (one key at a time)
-            flat = flat.to(torch.float32)
-        lo, hi = torch.aminmax(flat)  # NaN and ±Inf propagate
-        if not (torch.isfinite(lo) and torch.isfinite(hi)):
-            bad.append(k)
-    return bad
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,7 +102,7 @@ class TaskVector:
     changes to those patchers do not leak in); computes τ per key on demand, in float32.
     """
 
-    def __init__(self, base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher,
+    def __init__(self, base: ModelPatcher, finetune: ModelPatcher,
                  key_filter: KeyFilter, keys: Sequence[str], base_refs: dict[str, WeightRef],
                  ft_refs: dict[str, WeightRef], shapes: dict[str, torch.Size], info: dict):
         self.base = base
@@ -171,7 +143,7 @@ class TaskVector:
         return ft.sub_(base)
 
 
-def describe_model(m: comfy.model_patcher.ModelPatcher) -> str:
+def describe_model(m: ModelPatcher) -> str:
     """A short name of what a MODEL is, for messages naming both sides of a mismatch."""
     variant = getattr(m.model, "variant", None)
     if variant is not None:
@@ -179,7 +151,7 @@ def describe_model(m: comfy.model_patcher.ModelPatcher) -> str:
     return type(m.model).__name__
 
 
-def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher,
+def make_task_vector(base: ModelPatcher, finetune: ModelPatcher,
                      preset: str = "all", regex: str = "", *, check_finite: bool = True,
                      allow_partial: bool = False) -> TaskVector:
     """Validate two models and build the task vector over the keys selected by ``preset``/``regex``.
@@ -190,7 +162,7 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
     ``info["skipped_keys"]``.
     """
     for name, m in (("base", base), ("finetune", finetune)):
-        if not isinstance(m, comfy.model_patcher.ModelPatcher):
+        if not is_model_patcher(m):
             raise TypeError(f"{name} must be a ComfyUI MODEL (ModelPatcher), got {type(m).__name__}")
     cb, cf = type(base.model), type(finetune.model)
     if cb is not cf:
@@ -235,7 +207,7 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
     ft_refs = weight_refs(finetune, keys)
     if check_finite:
         for name, refs in (("fine-tune", ft_refs), ("base", base_refs)):
-            bad = _finite_problems(refs)
+            bad = nonfinite((k, r.weight) for k, r in refs.items())
             if bad:
                 raise ValueError(f"non-finite values (NaN/Inf) in the {name} weights at {len(bad)} key(s): "
                                  f"{_listing(bad)}")
@@ -255,9 +227,10 @@ def make_task_vector(base: comfy.model_patcher.ModelPatcher, finetune: comfy.mod
 
 @dataclass(frozen=True)
 class Term:
-    """One summand: ``coeff · [DARE](τ_tv)``; ``tag`` separates the DARE masks of different terms."""
+    """One summand: ``coeff · [DARE](τ_source)`` (``source``: index into the spec's task vectors); ``tag``
+    separates the DARE masks of different terms."""
 
-    tv: int
+    source: int
     coeff: float
     dare: bool = False
     tag: str = ""
@@ -269,7 +242,7 @@ class MergeSpec:
 
     task_vectors: tuple
     terms: tuple
-    method: str = "sum"          # "sum" | "ties"
+    method: str = "sum"          # the consensus: "sum" | "ties"
     p: float = 0.0               # DARE drop rate for terms with dare=True
     seed: int = 0
     keep_1d: bool = True
@@ -282,17 +255,17 @@ class MergeSpec:
         device = torch.device(device)
         uses: dict[int, int] = {}
         for t in self.terms:
-            if key in self.task_vectors[t.tv]:
-                uses[t.tv] = uses.get(t.tv, 0) + 1
+            if key in self.task_vectors[t.source]:
+                uses[t.source] = uses.get(t.source, 0) + 1
         taus: dict[int, torch.Tensor] = {}
         parts: list[torch.Tensor] = []
         for t in self.terms:
-            if t.tv not in uses:
+            if t.source not in uses:
                 continue
-            if t.tv not in taus:
-                taus[t.tv] = self.task_vectors[t.tv].delta(key, device)
-            uses[t.tv] -= 1
-            v = taus[t.tv] if uses[t.tv] == 0 else taus[t.tv].clone()
+            if t.source not in taus:
+                taus[t.source] = self.task_vectors[t.source].delta(key, device)
+            uses[t.source] -= 1
+            v = taus[t.source] if uses[t.source] == 0 else taus[t.source].clone()
             if t.dare and self.p > 0.0:
                 v = dare(v, self.p, seed=self.seed, key=key, tag=t.tag, keep_1d=self.keep_1d, inplace=True)
             if t.coeff != 1.0:
@@ -386,8 +359,9 @@ class MergeAdapter(WeightAdapterBase):
         return weight
 
 
-def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comfy.model_patcher.ModelPatcher:
-    """A clone of ``model`` with one MergeAdapter patch per key of the spec's task vectors."""
+def apply_spec(model: ModelPatcher, spec: MergeSpec, note: MergeNote | None = None) -> ModelPatcher:
+    """A clone of ``model`` with one MergeAdapter patch per key of the spec's task vectors (``note``: what the
+    merge did, recorded on the clone for the sampling guard's messages)."""
     keys: list[str] = []
     seen = set()
     for tv in spec.task_vectors:
@@ -420,23 +394,24 @@ def apply_spec(model: comfy.model_patcher.ModelPatcher, spec: MergeSpec) -> comf
         raise RuntimeError(f"ComfyUI accepted {len(added)} of {len(keys)} merge patches")
     ensure_skipped_params_patched(out)
     ensure_guards(out)
+    if note is not None:
+        add_merge_note(out, note)
     return out
 
 
 # --------------------------------------------------------------------------------------------------
 # public builders
 
-def apply_task_vectors(model: comfy.model_patcher.ModelPatcher, task_vectors: Sequence[TaskVector],
+def apply_task_vectors(model: ModelPatcher, task_vectors: Sequence[TaskVector],
                        weights: Sequence[float], *, method: str = "sum", p: float = 0.0, seed: int = 0,
-                       keep_1d: bool = True, density: float = 0.2) -> comfy.model_patcher.ModelPatcher:
+                       keep_1d: bool = True, density: float = 0.2) -> ModelPatcher:
     """θ = θ_model + combine_i(w_i·τ_i), lazily.
 
     ``method``: "sum" (task arithmetic), "dare" (each τ_i through DARE(p), independent masks), "ties"
     (trim to the top ``density`` fraction by magnitude, elect sign, disjoint mean of w_i·τ_i) or
     "dare_ties" (DARE instead of the trim, then sign election and disjoint mean).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown merge method {method!r}; expected one of {', '.join(METHODS)}")
+    m = get_method(method)
     if len(task_vectors) == 0:
         raise ValueError("no task vector given")
     if len(weights) != len(task_vectors):
@@ -444,29 +419,26 @@ def apply_task_vectors(model: comfy.model_patcher.ModelPatcher, task_vectors: Se
     for w in weights:
         if not torch.isfinite(torch.tensor(float(w))):
             raise ValueError(f"task-vector weight must be finite, got {w}")
-    use_dare = method in ("dare", "dare_ties")
-    p = check_drop_rate(p) if use_dare else 0.0
-    if method == "ties":
-        trim_top_k(torch.zeros(1), density)  # validates density
-    terms = tuple(Term(i, float(w), dare=use_dare, tag=f"tv{i}") for i, w in enumerate(weights))
+    p = check_drop_rate(p) if m.uses_dare else 0.0
+    trim = PARAMS["density"].check(density) if m.trim_density else None
+    terms = tuple(Term(i, float(w), dare=m.uses_dare, tag=f"tv{i}") for i, w in enumerate(weights))
     recipe = {
         "node": "I2VMotion_ApplyTaskVectors", "method": method, "weights": [float(w) for w in weights],
-        "p": p, "seed": int(seed), "keep_1d": bool(keep_1d),
-        "density": float(density) if method == "ties" else None,
+        "p": p, "seed": int(seed), "keep_1d": bool(keep_1d), "density": trim,
         "formula": "theta = theta_base + combine_i(w_i * op(tau_i)), tau_i = theta_ft_i - theta_base_i",
         "task_vectors": [tv.describe() for tv in task_vectors],
     }
-    spec = MergeSpec(tuple(task_vectors), terms, method="ties" if method in ("ties", "dare_ties") else "sum",
-                     p=p, seed=int(seed), keep_1d=bool(keep_1d),
-                     density=float(density) if method == "ties" else None, recipe=recipe)
-    return apply_spec(model, spec)
+    spec = MergeSpec(tuple(task_vectors), terms, method=m.consensus, p=p, seed=int(seed), keep_1d=bool(keep_1d),
+                     density=trim, recipe=recipe)
+    note = MergeNote("I2VMotion_ApplyTaskVectors", weights=tuple(float(w) for w in weights), p=p)
+    return apply_spec(model, spec, note)
 
 
-def edg_experts(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_patcher.ModelPatcher, *,
+def edg_experts(base: ModelPatcher, finetune: ModelPatcher, *,
                 alpha_d: float = 0.25, beta_d: float = 0.75, alpha_c: float = 1.0, beta_c: float = 0.25,
                 p: float = 0.7, seed: int = 0, keep_1d: bool = True, preset: str = "all", regex: str = "",
                 allow_partial: bool = False,
-                ) -> tuple[comfy.model_patcher.ModelPatcher, comfy.model_patcher.ModelPatcher, TaskVector]:
+                ) -> tuple[ModelPatcher, ModelPatcher, TaskVector]:
     """EDG dynamics and control experts from a base and a fine-tune (lazily), plus their task vector.
 
     dynamics: θ_base + β_d·DARE_p(α_d·(θ_base − θ_ft)) = θ_base − α_d·β_d·DARE_p(τ)
@@ -491,10 +463,12 @@ def edg_experts(base: comfy.model_patcher.ModelPatcher, finetune: comfy.model_pa
     con_terms = (Term(0, float(alpha_c), dare=False, tag=""), Term(0, float(beta_c), dare=True, tag="edg.control"))
     con_spec = MergeSpec((tv,), con_terms, p=p, seed=int(seed), keep_1d=bool(keep_1d),
                          weight_scale=float(alpha_c), recipe=con_recipe)
-    return apply_spec(base, dyn_spec), apply_spec(base, con_spec), tv
+    dyn_note = MergeNote("I2VMotion_EDGExperts", (("alpha_d", float(alpha_d)), ("beta_d", float(beta_d))), p=p)
+    con_note = MergeNote("I2VMotion_EDGExperts", (("alpha_c", float(alpha_c)), ("beta_c", float(beta_c))), p=p)
+    return apply_spec(base, dyn_spec, dyn_note), apply_spec(base, con_spec, con_note), tv
 
 
-def merge_recipes(model: comfy.model_patcher.ModelPatcher) -> tuple[list[dict], dict[str, int]]:
+def merge_recipes(model: ModelPatcher) -> tuple[list[dict], dict[str, int]]:
     """The recipes of this pack's merge patches on ``model`` and a count of other patches by kind."""
     recipes, seen, others = [], set(), {}
     for key, plist in model.patches.items():

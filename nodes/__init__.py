@@ -1,46 +1,13 @@
 """Thin V3 node classes, grouped by what users do. Each module exports ``NODES``."""
 from __future__ import annotations
 
-import functools
 import importlib
-import inspect
 
-from comfy_api.latest import io
+from ..comfy_bridge.schema import HAS_SEARCH_ALIASES, with_combo_checks, with_search_aliases
+
+__all__ = ["HAS_SEARCH_ALIASES", "SEARCH_ALIASES", "all_nodes"]
 
 _MODULES = ("backbone", "sampling", "merging", "schedule", "layout", "trajectory")
-_LISTED = 12
-
-
-def _combo_choices(node_cls) -> dict[str, list]:
-    """Combo inputs of a node and their current options (file lists are re-read each call)."""
-    schema = node_cls.define_schema()
-    return {i.id: list(i.options) for i in schema.inputs if isinstance(i, io.Combo.Input) and i.options}
-
-
-def check_combos(node_cls, kwargs: dict) -> None:
-    """ValueError naming an input whose value is not one of its choices (ComfyUI 0.3.75 does not check V3 combos)."""
-    for name, options in _combo_choices(node_cls).items():
-        if name in kwargs and isinstance(kwargs[name], str) and kwargs[name] not in options:
-            shown = ", ".join(map(str, options[:_LISTED])) + (f", … ({len(options)} in all)" if len(options) > _LISTED else "")
-            raise ValueError(f"{node_cls.__name__}: {name} = {kwargs[name]!r} is not one of its choices: {shown}")
-
-
-def _with_combo_checks(node_cls):
-    """Wrap ``execute`` so unknown combo values are refused by name before the node runs."""
-    if getattr(node_cls, "_i2v_checked", False):
-        return node_cls
-    run = node_cls.execute.__func__
-    if inspect.iscoroutinefunction(run):  # pragma: no cover - the pack's nodes are synchronous
-        return node_cls
-
-    @functools.wraps(run)
-    def execute(cls, *args, **kwargs):
-        check_combos(cls, kwargs)
-        return run(cls, *args, **kwargs)
-
-    node_cls.execute = classmethod(execute)
-    node_cls._i2v_checked = True
-    return node_cls
 
 
 # Words users search for (the node search of ComfyUI 0.33+ matches them; hosts whose Schema has no
@@ -79,25 +46,6 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "I2VMotion_LayoutToTracks": ["tracks", "WanMove", "points", *_LAYOUT],
     "I2VMotion_TracksToLayout": ["tracks", "WanMove", "points", *_LAYOUT],
 }
-HAS_SEARCH_ALIASES = "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {})
-
-
-def _with_aliases(node_cls):
-    """Add the node's :data:`SEARCH_ALIASES` to its schema where the host's Schema has the field."""
-    if not HAS_SEARCH_ALIASES or getattr(node_cls, "_i2v_aliased", False):
-        return node_cls
-    define = node_cls.define_schema.__func__
-
-    @functools.wraps(define)
-    def define_schema(cls):
-        schema = define(cls)
-        if not schema.search_aliases:
-            schema.search_aliases = list(SEARCH_ALIASES.get(schema.node_id, []))
-        return schema
-
-    node_cls.define_schema = classmethod(define_schema)
-    node_cls._i2v_aliased = True
-    return node_cls
 
 
 def all_nodes() -> list:
@@ -110,5 +58,6 @@ def all_nodes() -> list:
             if e.name == f"{__name__}.{name}":
                 continue
             raise
-        out.extend(_with_aliases(_with_combo_checks(n)) for n in mod.NODES)
+        out.extend(with_search_aliases(with_combo_checks(n), lambda node_id: SEARCH_ALIASES.get(node_id, []))
+                   for n in mod.NODES)
     return out

@@ -6,9 +6,9 @@ import logging
 import torch
 
 import folder_paths
-import node_helpers
 from comfy_api.latest import io
 
+from ..comfy_bridge.sampling import set_cond_values
 from ..backbones.checkpoint import CheckpointError
 from ..backbones.conditioning import MAX_BATCH, RESIZE_MODES, fit_image, i2v_conditioning
 from ..backbones.keyframes import SEAMS, gather_keyframes, join_segments, keyframe_conditioning
@@ -96,8 +96,8 @@ _RESIZE_TIP = ("How images are brought to width×height. crop (default): keep th
 
 def _cond_output(positive, negative, values_pos: dict, values_neg: dict, latent) -> io.NodeOutput:
     """The I2V nodes' outputs: the conds with their image/fps values set, and the empty video latent."""
-    return io.NodeOutput(node_helpers.conditioning_set_values(positive, values_pos),
-                         node_helpers.conditioning_set_values(negative, values_neg), {"samples": latent})
+    return io.NodeOutput(set_cond_values(positive, values_pos),
+                         set_cond_values(negative, values_neg), {"samples": latent})
 
 
 class DynamiCrafterImageToVideo(io.ComfyNode):

@@ -11,9 +11,12 @@ from pathlib import Path
 import torch
 from comfy_api.latest import io, ui
 
-from .. import layout as L
+from ..layout import (FILLS, INTERPOLATIONS, Layout, LayoutDenoiseMask, PathRefused, RegionSchedule, SIZE_SPACES,
+                      compose_latents, composite_guide, confine, draw_layout, evaluate_layout, format_layout,
+                      input_case_names, json_safe, latent_grow, layout_from_masks, layout_mask, list_cases, load_case,
+                      merge_layouts, parse_layout, region_masks, region_stack, static_mask)
 from ..guards import ensure_guards
-from ..limits import MAX_SIDE, check_alloc, nbytes, vae_encode_need
+from ..limits import MAX_FRAMES, MAX_SIDE, check_alloc, nbytes, vae_encode_need
 
 log = logging.getLogger("i2v_motion.layout")
 
@@ -22,7 +25,7 @@ LayoutType = io.Custom("I2V_LAYOUT")
 PACK_DIR = Path(__file__).resolve().parent.parent
 CASES_DIR = PACK_DIR / "example_workflows" / "layout_cases"
 
-EXAMPLE_JSON = L.format_layout({"objects": [
+EXAMPLE_JSON = format_layout({"objects": [
     {"phrase": "object", "boxes": [[0, 0.10, 0.40, 0.35, 0.80], [15, 0.60, 0.35, 0.90, 0.85]]}]})
 LAYOUT_FORMAT = ('{"objects": [\n {"phrase": "a dog", "interpolation": "linear", "boxes": [\n'
                  '  [frame, x0, y0, x1, y1],\n  [frame, x0, y0, x1, y1]]}]}\n'
@@ -75,13 +78,13 @@ class LayoutFromJSON(io.ComfyNode):
                                         "with coordinates as fractions of the image (0..1, origin top-left); "
                                         "boxes may leave the image. One key box per line reads best (as the json "
                                         "output prints it); the Layout Editor node draws the same data."),
-                io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
+                io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES,
                              tooltip="Video length in frames (key frame indices must be below it; overrides a "
                                      "\"frames\" key in the JSON)."),
-                io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                io.Combo.Input("interpolation", options=list(INTERPOLATIONS), default="linear",
                                tooltip="Box-centre path between key boxes (an object's own \"interpolation\" "
                                        "field wins): linear, ease_in_out (stops at keys), catmull_rom (smooth curve)."),
-                io.Combo.Input("size_space", options=list(L.SIZE_SPACES), default="log",
+                io.Combo.Input("size_space", options=list(SIZE_SPACES), default="log",
                                tooltip="Interpolate box sizes geometrically (log: even zooms, monotone) or linearly."),
             ],
             outputs=[LayoutType.Output(display_name="layout"),
@@ -91,7 +94,7 @@ class LayoutFromJSON(io.ComfyNode):
 
     @classmethod
     def execute(cls, layout_json: str, frames: int, interpolation: str, size_space: str) -> io.NodeOutput:
-        lay = L.parse_layout(layout_json, frames=frames, interpolation=interpolation, size_space=size_space)
+        lay = parse_layout(layout_json, frames=frames, interpolation=interpolation, size_space=size_space)
         return io.NodeOutput(lay, lay.to_text())
 
 
@@ -107,12 +110,12 @@ class LayoutFromMask(io.ComfyNode):
             inputs=[
                 io.Mask.Input("mask", tooltip="MASK batch [N, H, W]; mask i gives the key box at key_frames[i]."),
                 io.String.Input("phrase", default="object", tooltip="What the object is (label, caption)."),
-                io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
+                io.Int.Input("frames", default=16, min=1, max=MAX_FRAMES,
                              tooltip="Video length in frames (ignored when appending: the input layout's length is used)."),
                 io.String.Input("key_frames", default="",
                                 tooltip="Comma-separated frame of each mask, e.g. \"0, 15\". Empty: mask i is frame i "
                                         "if there is one mask per frame, else the masks are spread evenly."),
-                io.Combo.Input("interpolation", options=list(L.INTERPOLATIONS), default="linear",
+                io.Combo.Input("interpolation", options=list(INTERPOLATIONS), default="linear",
                                tooltip="Box-centre path between this object's key boxes."),
                 io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="Mask values above this belong to the object."),
@@ -124,7 +127,7 @@ class LayoutFromMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, mask: torch.Tensor, phrase: str, frames: int, key_frames: str, interpolation: str,
-                threshold: float, layout: L.Layout | None = None) -> io.NodeOutput:
+                threshold: float, layout: Layout | None = None) -> io.NodeOutput:
         if layout is not None:
             frames = layout.frames
         keys = None
@@ -134,8 +137,8 @@ class LayoutFromMask(io.ComfyNode):
             except ValueError:
                 raise ValueError(f"key_frames {key_frames!r} must be comma-separated whole numbers") from None
         size_space = layout.size_space if layout is not None else "log"
-        new = L.layout_from_masks(mask, phrase, frames, keys, interpolation, size_space, threshold)
-        return io.NodeOutput(L.merge_layouts(layout, new) if layout is not None else new)
+        new = layout_from_masks(mask, phrase, frames, keys, interpolation, size_space, threshold)
+        return io.NodeOutput(merge_layouts(layout, new) if layout is not None else new)
 
 
 class LayoutToJSON(io.ComfyNode):
@@ -152,7 +155,7 @@ class LayoutToJSON(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, layout: L.Layout) -> io.NodeOutput:
+    def execute(cls, layout: Layout) -> io.NodeOutput:
         return io.NodeOutput(layout.to_text())
 
 
@@ -182,15 +185,15 @@ class LayoutToMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, layout: L.Layout, width: int, height: int, region: str, object_index: int, feather: float,
+    def execute(cls, layout: Layout, width: int, height: int, region: str, object_index: int, feather: float,
                 grow: float) -> io.NodeOutput:
         # per-object masks, their union and the region split: (objects + 5) float planes per frame
         check_alloc(nbytes((len(layout.objects) + 5, layout.frames, height, width)),
                     f"Layout to Mask at {width}x{height} x {layout.frames} frames", hint="lower width/height")
         if region == "objects":
             objs = None if object_index < 0 else [object_index]
-            return io.NodeOutput(L.layout_mask(layout, height, width, feather, grow, objs))
-        r = L.region_masks(layout, height, width, feather, grow)
+            return io.NodeOutput(layout_mask(layout, height, width, feather, grow, objs))
+        r = region_masks(layout, height, width, feather, grow)
         m = r[region] if region != "source" else r["source"][None].repeat(layout.frames, 1, 1)
         return io.NodeOutput(m.contiguous())
 
@@ -215,7 +218,7 @@ class LayoutPreview(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images: torch.Tensor, layout: L.Layout, line_width: int, show_path: bool,
+    def execute(cls, images: torch.Tensor, layout: Layout, line_width: int, show_path: bool,
                 show_labels: bool) -> io.NodeOutput:
         T = layout.frames
         # the frames (repeated), their uint8 copies for drawing and the result
@@ -225,7 +228,7 @@ class LayoutPreview(io.ComfyNode):
             images = images.repeat(T, 1, 1, 1)
         elif images.shape[0] != T:
             raise ValueError(f"images has {images.shape[0]} frames but the layout has {T}; give 1 image or {T} frames")
-        return io.NodeOutput(L.draw_layout(images, layout, line_width, show_path, show_labels))
+        return io.NodeOutput(draw_layout(images, layout, line_width, show_path, show_labels))
 
 
 def _case_roots() -> list[Path]:
@@ -247,22 +250,22 @@ def _resolve_folder(folder: str) -> Path:
     what = f"layout case folder {text!r}"
     for cand in cands:
         try:
-            real = L.confine(cand, roots, what)
-        except L.PathRefused:
+            real = confine(cand, roots, what)
+        except PathRefused:
             continue
         if real.is_dir():
             return real
     if all(_refused(c, roots, what) for c in cands):
-        raise L.PathRefused(f"{what} must be inside ComfyUI's input folder or the pack's shipped layout cases "
+        raise PathRefused(f"{what} must be inside ComfyUI's input folder or the pack's shipped layout cases "
                             f"(give a folder relative to input/, or leave it empty for the shipped cases)")
     raise ValueError(f"{what} not found in ComfyUI's input folder")
 
 
 def _refused(path: Path, roots: list[Path], what: str) -> bool:
     try:
-        L.confine(path, roots, what)
+        confine(path, roots, what)
         return False
-    except L.PathRefused:
+    except PathRefused:
         return True
 
 
@@ -274,8 +277,8 @@ def case_choices() -> list[str]:
     input folder (listed inside it only)."""
     import folder_paths
 
-    shipped = L.list_cases(CASES_DIR) if CASES_DIR.is_dir() else []
-    return [BY_INDEX] + shipped + L.input_case_names(folder_paths.get_input_directory())
+    shipped = list_cases(CASES_DIR) if CASES_DIR.is_dir() else []
+    return [BY_INDEX] + shipped + input_case_names(folder_paths.get_input_directory())
 
 
 def _resolve_case(folder: str, name: str) -> tuple[Path, str | None]:
@@ -287,7 +290,7 @@ def _resolve_case(folder: str, name: str) -> tuple[Path, str | None]:
     if "/" in name or "\\" in name:
         sub, stem = name.replace("\\", "/").rsplit("/", 1)
         root = _case_roots()[0]
-        real = L.confine(root / sub, [root], f"layout case {name!r}", "ComfyUI's input folder")
+        real = confine(root / sub, [root], f"layout case {name!r}", "ComfyUI's input folder")
         if not real.is_dir():
             raise ValueError(f"layout case {name!r}: folder {sub!r} not found in ComfyUI's input folder")
         return real, stem
@@ -330,7 +333,7 @@ class LayoutCaseLoader(io.ComfyNode):
     @classmethod
     def execute(cls, folder: str, index: int, name: str) -> io.NodeOutput:
         path, stem = _resolve_case(folder, name)
-        case = L.load_case(path, index if stem is None else stem)
+        case = load_case(path, index if stem is None else stem)
         preview = list(ui.ImageSaveHelper.save_images(case.image, filename_prefix="i2v_layout_case",
                                                       folder_type=io.FolderType.temp, cls=None, compress_level=1))
         return io.NodeOutput(case.image, case.layout, case.caption, case.name, ui={"i2v_case_image": preview})
@@ -354,7 +357,7 @@ class LayoutGuide(io.ComfyNode):
                                tooltip="Outward soft edge of each pasted box, in pixels."),
                 io.Float.Input("margin", default=4.0, min=0.0, max=256.0, step=0.5,
                                tooltip="Grow boxes by this many pixels (the fill and the paste cover the object's edges)."),
-                io.Combo.Input("fill", options=list(L.FILLS), default="diffuse",
+                io.Combo.Input("fill", options=list(FILLS), default="diffuse",
                                tooltip="Built-in fill of the vacated source boxes when no plate is given: diffuse "
                                        "(smooth push-pull from the surroundings), mean (ring colour), none (keep the "
                                        "object: no afterimage suppression)."),
@@ -369,7 +372,7 @@ class LayoutGuide(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, layout: L.Layout, vae, feather: float, margin: float, fill: str,
+    def execute(cls, image: torch.Tensor, layout: Layout, vae, feather: float, margin: float, fill: str,
                 plate: torch.Tensor | None = None) -> io.NodeOutput:
         src = _source_chw(image)
         H, W = src.shape[-2:]
@@ -392,7 +395,7 @@ class LayoutGuide(io.ComfyNode):
         n_chunks = math.ceil(T / chunk)
         total = n_obj + 1 + n_chunks
         prog = _progress(total)
-        frames, used_plate = L.composite_guide(src, layout, plate_chw, feather, margin, fill,
+        frames, used_plate = composite_guide(src, layout, plate_chw, feather, margin, fill,
                                                progress=lambda i, n: prog(i, total))
         guide = _to_image(frames)
         src_lat = vae.encode(image[:1, ..., :3])
@@ -406,7 +409,7 @@ class LayoutGuide(io.ComfyNode):
             prog(n_obj + 2 + i, total)
         lat = torch.cat(lats, 0)
         ratio = max(1, round(H / lat.shape[-2]))
-        samples = L.compose_latents(src_lat, lat, layout, L.latent_grow(feather, margin, ratio))
+        samples = compose_latents(src_lat, lat, layout, latent_grow(feather, margin, ratio))
         plate_img = _to_image(used_plate if used_plate.ndim == 4 else used_plate[None])
         return io.NodeOutput(guide, {"samples": samples}, plate_img)
 
@@ -448,7 +451,7 @@ class LayoutMaskedDenoise(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, guide_latent: dict, layout: L.Layout, object_end: float, vacated_end: float,
+    def execute(cls, model, guide_latent: dict, layout: Layout, object_end: float, vacated_end: float,
                 background_end: float, feather: float, margin: float, reference: dict | None = None) -> io.NodeOutput:
         samples = guide_latent["samples"]
         T = layout.frames
@@ -477,9 +480,9 @@ class LayoutMaskedDenoise(io.ComfyNode):
                 videos = ref_frames // frames  # a batch of videos (frames-as-batch): the guide for every video
         if "noise_mask" in guide_latent:
             log.warning("guide latent already has a noise_mask; it is replaced by the layout regions")
-        r = L.region_masks(layout, h, w, feather, margin)
-        regions = L.region_stack(r["object"], r["vacated"], r["background"])
-        fn = L.LayoutDenoiseMask(regions, L.RegionSchedule(object_end, vacated_end, background_end))
+        r = region_masks(layout, h, w, feather, margin)
+        regions = region_stack(r["objects"], r["vacated"], r["background"])
+        fn = LayoutDenoiseMask(regions, RegionSchedule(object_end, vacated_end, background_end))
         m = model.clone()
         if "denoise_mask_function" in m.model_options:
             log.warning("the model already has a denoise-mask function (e.g. Differential Diffusion); the layout "
@@ -487,7 +490,7 @@ class LayoutMaskedDenoise(io.ComfyNode):
         m.set_model_denoise_mask_function(fn)
         ensure_guards(m)
         out = {k: v for k, v in guide_latent.items() if k != "noise_mask"}
-        mask = L.static_mask(regions)
+        mask = static_mask(regions)
         out["noise_mask"] = mask if samples.ndim == 4 else mask[None, :, 0][:, None]
         if videos > 1:
             out["samples"] = samples.repeat(videos, 1, 1, 1)
@@ -520,7 +523,7 @@ class LayoutMetrics(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, source: torch.Tensor, video: torch.Tensor, layout: L.Layout, work_size: int,
+    def execute(cls, source: torch.Tensor, video: torch.Tensor, layout: Layout, work_size: int,
                 plate: torch.Tensor | None = None) -> io.NodeOutput:
         T, H, W = video.shape[:3]
         if T != layout.frames:
@@ -539,25 +542,15 @@ class LayoutMetrics(io.ComfyNode):
             if tuple(pl.shape[-2:]) != (H, W):
                 pl = fit(pl)
             pl = pl[0] if pl.shape[0] == 1 else pl
-        rep = L.evaluate_layout(_frames_chw(video), src, layout, plate=pl, data_range=1.0, work_size=work_size,
+        rep = evaluate_layout(_frames_chw(video), src, layout, plate=pl, data_range=1.0, work_size=work_size,
                                 progress=_progress(T * len(layout.objects)))
         rep["source_resized"] = resized
         tracked = torch.tensor([o["tracked_boxes"] for o in rep["objects"]])
-        preview = L.draw_layout(video, layout, 2, False, True, tracked=tracked)
+        preview = draw_layout(video, layout, 2, False, True, tracked=tracked)
 
-        rep = _nan_to_none(rep)
+        rep = json_safe(rep)
         return io.NodeOutput(json.dumps(rep, indent=1), preview, float(rep["viou50"] or 0.0),
                              float(rep["miou"] or 0.0))
-
-
-def _nan_to_none(x):
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
-    return x
 
 
 NODES = [LayoutFromJSON, LayoutFromMask, LayoutToJSON, LayoutToMask, LayoutPreview, LayoutCaseLoader, LayoutGuide,

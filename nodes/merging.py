@@ -11,12 +11,13 @@ import os
 import comfy.model_management
 import comfy.utils
 import folder_paths
-from comfy.cli_args import args
 from comfy_api.latest import io, ui
 
+from ..comfy_bridge.probes import cli_flag
 from ..merging.bake import OUT_DTYPES, bake_model, clean_stale_partials
 from ..merging.filters import PRESET_HELP, PRESETS
-from ..merging.patches import METHODS, apply_task_vectors, edg_experts, make_task_vector
+from ..merging.methods import METHODS, method_help
+from ..merging.patches import apply_task_vectors, edg_experts, make_task_vector
 
 log = logging.getLogger("i2v_motion")
 
@@ -114,10 +115,7 @@ class ApplyTaskVectors(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model to add the task vectors to (usually their base)."),
                 *tv_inputs,
                 io.Combo.Input("method", options=list(METHODS), default="sum",
-                               tooltip="sum: task arithmetic. dare: each τ through DARE (drop p, rescale 1/(1-p)). "
-                                       "ties: trim each wᵢτᵢ to its top-k magnitudes, elect a sign per element, "
-                                       "disjoint mean. dare_ties: DARE instead of the trim, then sign election "
-                                       "and disjoint mean."),
+                               tooltip=method_help()),
                 *_dare_inputs(0.7),
                 io.Float.Input("density", default=0.2, min=0.001, max=1.0, step=0.01,
                                tooltip="TIES: fraction k of each task vector's entries kept (largest magnitude) "
@@ -250,7 +248,7 @@ class BakeMerged(io.ComfyNode):
         clean_stale_partials(full_dir)
         extra = {}
         prompt = getattr(getattr(cls, "hidden", None), "prompt", None)
-        if prompt is not None and not args.disable_metadata:
+        if prompt is not None and not cli_flag("disable_metadata", False):
             extra["prompt"] = json.dumps(prompt)
         pbar = comfy.utils.ProgressBar(1)
         device = model.load_device if comfy.model_management.get_torch_device().type != "cpu" else "cpu"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..merging.schedule import MODES, UNITS, expert_schedule, parse_points
+from ..experts import MODES, UNITS, expert_schedule, parse_points
 
 CATEGORY = "i2v_motion/merging"
 MAX_EXPERTS = 4

@@ -18,8 +18,7 @@ SHARED = REPO.parent / "shared"
 VECTORS = SHARED / "vectors"
 
 
-sys.path.insert(0, str(REPO / "tools"))
-import comfy_inproc  # noqa: E402
+import comfy_inproc  # noqa: E402  (tools/ and tests/ are on pytest's pythonpath: pyproject.toml)
 
 # I2V_DEVICE: cpu (default) | cuda | auto; I2V_DYNAMIC_VRAM=1 turns dynamic VRAM on as main.py does (the GPU check)
 SETUP = comfy_inproc.bootstrap(os.environ.get("I2V_DEVICE", "cpu"),
@@ -74,7 +73,7 @@ def vectors_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dc_path(tmp_path_factory) -> Path:
     """A tiny random-weight DynamiCrafter-512 checkpoint with UNet, Resampler, VAE, CLIP and CLIP vision."""
-    from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+    from support.fixtures import make_tiny_checkpoint
 
     return Path(make_tiny_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "dc_tiny_512.safetensors")))
 

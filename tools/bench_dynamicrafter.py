@@ -32,7 +32,6 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true", help="force CPU (default: ComfyUI picks the device)")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
 
     comfy_inproc.bootstrap("cpu" if args.cpu else "auto", dynamic_vram=None)
@@ -42,7 +41,7 @@ def main() -> None:
     import comfy.sample
     import comfy.ldm.modules.attention as attention
     from i2v_motion.backbones.dynamicrafter_unet import UNetConfig
-    from i2v_motion.backbones.fixtures import unet_state_dict
+    from support.fixtures import unet_state_dict
     from i2v_motion.backbones.loader import build_model
 
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "auto": None}

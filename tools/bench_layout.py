@@ -69,7 +69,6 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
 
     comfy_inproc.bootstrap(args.device, dynamic_vram=None)

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import paths
+
 TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS))
 
 CASES = [
     # (node, frames, width, height)
@@ -54,7 +55,7 @@ def child(node: str, frames: int, width: int, height: int) -> dict:
         if node == "LayoutToMask":
             NL.LayoutToMask.execute(lay, width, height, "objects", -1, 8.0, 0.0)
         elif node == "LayoutGuide":
-            from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+            from support.fixtures import make_tiny_checkpoint
             from i2v_motion.backbones.loader import load_dynamicrafter
             import tempfile
 
@@ -65,7 +66,7 @@ def child(node: str, frames: int, width: int, height: int) -> dict:
         elif node == "LayoutPreview":
             NL.LayoutPreview.execute(image, lay, 2, True, True)
         elif node == "DynamiCrafterImageToVideo":
-            from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+            from support.fixtures import make_tiny_checkpoint
             from i2v_motion.backbones.loader import load_dynamicrafter
             import tempfile
 
@@ -75,7 +76,7 @@ def child(node: str, frames: int, width: int, height: int) -> dict:
             NB.DynamiCrafterImageToVideo.execute(cond, cond, loaded.vae, loaded.clip_vision, image, width, height,
                                                  frames, 24)
         elif node == "LayoutMaskedDenoise":
-            import test_layout_pipeline as P  # noqa: F401  (tests/unit on sys.path)
+            import support.oracle as P  # noqa: F401
 
             guide = {"samples": torch.zeros(frames, 4, height // 8, width // 8)}
             NL.LayoutMaskedDenoise.execute(P.tiny_model(), guide, lay, 0.4, 0.8, 0.9, 1.0, 1.0)
@@ -97,10 +98,9 @@ def main() -> int:
     import os
 
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    sys.path.insert(0, str(TOOLS.parent / "tests" / "unit"))
     for node, f, w, h in CASES:
         p = subprocess.run([sys.executable, __file__, "--child", node, str(f), str(w), str(h)], capture_output=True,
-                           text=True, env={**env, "PYTHONPATH": str(TOOLS.parent / "tests" / "unit")}, timeout=1800)
+                           text=True, env={**env, "PYTHONPATH": paths.pythonpath()}, timeout=1800)
         line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("{")), None)
         rows.append(json.loads(line) if line else {"node": node, "request": f"{f} x {w}x{h}", "outcome": "crashed",
                                                    "message": p.stderr[-300:]})

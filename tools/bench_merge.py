@@ -56,7 +56,6 @@ def _mem_available() -> int:
 
 def _bootstrap(threads: int | None):
     """Import ComfyUI (CPU) and this pack as ``i2v_motion`` in this process."""
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
 
     comfy_inproc.bootstrap("cpu", dynamic_vram=False, threads=threads)

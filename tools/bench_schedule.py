@@ -36,7 +36,6 @@ MIB = 1024 ** 2
 
 def _bootstrap(cpu: bool, threads: int | None):
     """Import ComfyUI and this pack (as ``i2v_motion``) in this process (ComfyUI's own dynamic-VRAM default)."""
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
 
     comfy_inproc.bootstrap("cpu" if cpu else "auto", dynamic_vram=None, threads=threads)
@@ -52,11 +51,11 @@ class Setup:
         import comfy.model_management as mm
         import comfy.samplers
         from i2v_motion.backbones.dynamicrafter_unet import ResamplerConfig, UNetConfig
-        from i2v_motion.backbones.fixtures import unet_state_dict
+        from support.fixtures import unet_state_dict
         from i2v_motion.backbones.loader import build_model
         from i2v_motion.backbones.sampling import sample_dynamicrafter_ddim, trailing_sigmas
         from i2v_motion.merging.patches import edg_experts
-        from i2v_motion.merging.schedule import expert_schedule
+        from i2v_motion.experts.schedule import expert_schedule
 
         self.mm = mm
         self.cuda = torch.cuda.is_available() and not args.cpu
@@ -116,7 +115,7 @@ class Setup:
 
 def _instrument_switches() -> dict:
     """Accumulate the time of weight switches and restores (the schedule's whole overhead on weights)."""
-    from i2v_motion.merging import schedule
+    from i2v_motion.experts import schedule
     acc = {"switch_s": 0.0, "restore_s": 0.0, "runs": 0}
     act, res = schedule.ScheduleRun.activate, schedule.ScheduleRun.restore
 

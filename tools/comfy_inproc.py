@@ -9,7 +9,7 @@ ComfyUI is set up one way:
   (``comfy_aimdo.control.init`` before ComfyUI touches CUDA, ``init_devices`` after, then
   ``CoreModelPatcher = ModelPatcherDynamic`` and ``memory_management.aimdo_enabled``); ``False`` passes
   ``--disable-dynamic-vram``; ``None`` follows ComfyUI's own default (on where main.py would turn it on);
-- the pack is imported from this checkout as the package ``i2v_motion``.
+- the pack is imported from this checkout as the package ``i2v_motion`` (and ``tests/support`` as ``support``).
 """
 from __future__ import annotations
 
@@ -26,14 +26,16 @@ STATE: dict = {}
 def comfy_dir() -> Path:
     if os.environ.get("I2V_COMFY_DIR"):
         return Path(os.environ["I2V_COMFY_DIR"]).resolve()
-    sys.path.insert(0, str(REPO / "tools"))
     import host
 
     return host.ensure_host()[0]
 
 
 def import_pack():
-    """The pack, importable as ``i2v_motion`` (once)."""
+    """The pack, importable as ``i2v_motion`` (once), and the test support package ``support`` beside it."""
+    import paths
+
+    paths.use_support()
     if "i2v_motion" in sys.modules:
         return sys.modules["i2v_motion"]
     spec = importlib.util.spec_from_file_location("i2v_motion", REPO / "__init__.py",

@@ -46,10 +46,7 @@ from typing import Any
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 PACK_NAME = "comfyui-i2v-motion"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
-
-import procmem  # noqa: E402
+import procmem  # noqa: E402  (tools/ is on the path of every importer: paths.py)
 
 #: output keys of ``/history`` entries that list files ({filename, subfolder, type})
 FILE_OUTPUT_KEYS = ("images", "gifs", "videos", "video", "audio", "files", "3d")

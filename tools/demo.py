@@ -15,6 +15,7 @@ import argparse
 import json
 import shutil
 import struct
+import os
 import subprocess
 import sys
 import time
@@ -22,9 +23,9 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
 
 import comfy_server  # noqa: E402
+import paths  # noqa: E402
 import host  # noqa: E402
 import workflow  # noqa: E402
 
@@ -34,21 +35,8 @@ TINY_NAME = "i2v_tiny_dynamicrafter_512.safetensors"
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "unet")
 EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
-_TINY_SCRIPT = r"""
-import importlib.util, sys
-comfy_dir, repo, dest, variant = sys.argv[1:5]
-sys.path.insert(0, comfy_dir)
-import comfy.options
-comfy.options.enable_args_parsing(False)
-import comfy.cli_args
-comfy.cli_args.args.cpu = True
-spec = importlib.util.spec_from_file_location("i2v_motion", repo + "/__init__.py", submodule_search_locations=[repo])
-mod = importlib.util.module_from_spec(spec)
-sys.modules["i2v_motion"] = mod
-spec.loader.exec_module(mod)
-from i2v_motion.backbones.fixtures import make_tiny_checkpoint
-make_tiny_checkpoint(dest, variant=variant)
-"""
+_TINY_SCRIPT = ("import sys, comfy_inproc; comfy_inproc.bootstrap('cpu', dynamic_vram=False); "
+                "from support.fixtures import make_tiny_checkpoint; make_tiny_checkpoint(sys.argv[1], variant=sys.argv[2])")
 
 
 def say(msg: str) -> None:
@@ -105,17 +93,18 @@ def find_real_checkpoints(models_roots: list[Path]) -> list[tuple[Path, str]]:
 
 def make_tiny(comfy: Path, python: Path, dest: Path, variant: str = "512") -> float:
     """Generate the tiny checkpoint with the lead's fixture maker under the host python; returns seconds."""
-    fixture = REPO / "backbones" / "fixtures.py"
+    fixture = paths.SUPPORT / "fixtures.py"
     if not fixture.is_file():
         raise SystemExit(f"[demo] no real DynamiCrafter checkpoint found and {fixture.relative_to(REPO)} "
                          "(the tiny-checkpoint maker) is not there yet; put a DynamiCrafter checkpoint in "
                          f"{comfy / 'models' / 'checkpoints'} and run again")
-    newest = max(p.stat().st_mtime for p in (REPO / "backbones").glob("*.py"))
+    newest = max(p.stat().st_mtime for p in [fixture, *(REPO / "backbones").glob("*.py")])
     if dest.is_file() and dest.stat().st_mtime > newest:
         return 0.0
     dest.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run([str(python), "-c", _TINY_SCRIPT, str(comfy), str(REPO), str(dest), variant], check=True)
+    env = dict(os.environ, I2V_COMFY_DIR=str(comfy), PYTHONPATH=paths.pythonpath())
+    subprocess.run([str(python), "-c", _TINY_SCRIPT, str(dest), variant], check=True, env=env)
     return time.perf_counter() - t0
 
 

@@ -24,7 +24,6 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
 import host  # noqa: E402
 
 OUT = REPO / ".whl"

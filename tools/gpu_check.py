@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
 
 SIZES = {
     # name: (model_channels or None for the real 512 UNet, frames, height, width, steps)
@@ -67,7 +66,7 @@ def _unet_cfg(channels):
 def _random_model(cfg, seed: int, dtype, noise_of: dict | None = None):
     """A DynamiCrafter-512-topology MODEL with random weights (or ``noise_of`` + 1 % noise: a stand-in fine-tune)."""
     import torch
-    from i2v_motion.backbones.fixtures import unet_state_dict
+    from support.fixtures import unet_state_dict
     from i2v_motion.backbones.loader import build_model
 
     sd = {k.replace("model.diffusion_model.", "", 1): v for k, v in unet_state_dict(cfg, seed=seed, dtype=dtype).items()}
@@ -142,7 +141,7 @@ def child_sampling(a) -> dict:
     import torch
     import comfy.ldm.modules.attention as attention
     import comfy.model_management as mm
-    from i2v_motion.compat import is_dynamic
+    from i2v_motion.comfy_bridge.patchers import is_dynamic
 
     channels, frames, h, w, steps = SIZES[a.size]
     dtype = torch.float16 if mm.get_torch_device().type == "cuda" else torch.float32
@@ -170,7 +169,7 @@ def child_edg(a) -> dict:
     import torch
     import comfy.model_management as mm
     from i2v_motion.merging.patches import edg_experts
-    from i2v_motion.merging.schedule import expert_schedule, get_schedule
+    from i2v_motion.experts.schedule import expert_schedule, get_schedule
 
     channels, frames, h, w, steps = SIZES[a.size]
     dev = mm.get_torch_device()

@@ -21,14 +21,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageSequence  # noqa: E402
 
-import layout as L  # noqa: E402  (the pack's pure layout package)
+import paths  # noqa: E402
+
+L = paths.layout_package()  # the pack's pure layout maths, without ComfyUI
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -59,16 +60,6 @@ def _fit(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     if tuple(x.shape[-2:]) == (h, w):
         return x
     return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-
-
-def clean(x):
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [clean(v) for v in x]
-    return x
 
 
 def summary_line(name: str, rep: dict) -> str:
@@ -106,7 +97,7 @@ def main() -> None:
                                        data_range=1.0, work_size=a.work_size)
             print(summary_line("  (static video)", static), flush=True)
         if a.out:
-            a.out.write_text(json.dumps(clean(reports), indent=1))
+            a.out.write_text(json.dumps(L.json_safe(reports), indent=1))
         return
 
     if a.video is None:
@@ -134,7 +125,7 @@ def main() -> None:
         print(f"  {o['phrase'] or '(object)':20s} vIoU@0.5 {o['viou50']:.3f}  mIoU {o['miou']:.3f}  "
               f"object SSIM {o['object_ssim']:.3f}  scored frames {o['frames']}")
     if a.out:
-        a.out.write_text(json.dumps(clean(rep), indent=1))
+        a.out.write_text(json.dumps(L.json_safe(rep), indent=1))
     if a.preview:
         tracked = torch.tensor([o["tracked_boxes"] for o in rep["objects"]])
         prev = L.draw_layout(video.permute(0, 2, 3, 1), lay, 2, False, True, tracked=tracked)

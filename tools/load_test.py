@@ -25,9 +25,9 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
-sys.path.insert(0, str(TOOLS))
 
 import comfy_server  # noqa: E402
+import paths  # noqa: E402
 import procmem  # noqa: E402
 import host  # noqa: E402
 import workflow  # noqa: E402
@@ -70,10 +70,10 @@ def main(argv: list[str]) -> int:
     ckpt.parent.mkdir(parents=True)
     import subprocess
 
-    subprocess.run([str(py), "-c", "import sys; sys.path.insert(0, %r); import comfy_inproc; "
-                    "comfy_inproc.bootstrap('cpu'); from i2v_motion.backbones.fixtures import make_tiny_checkpoint; "
-                    "make_tiny_checkpoint(%r)" % (str(TOOLS), str(ckpt))],
-                   check=True, env=dict(os.environ, I2V_COMFY_DIR=str(comfy)), capture_output=True)
+    subprocess.run([str(py), "-c", "import comfy_inproc; comfy_inproc.bootstrap('cpu'); "
+                    "from support.fixtures import make_tiny_checkpoint; make_tiny_checkpoint(%r)" % str(ckpt)],
+                   check=True, env=dict(os.environ, I2V_COMFY_DIR=str(comfy), PYTHONPATH=paths.pythonpath()),
+                   capture_output=True)
     report: dict = {"host": str(comfy), "prompts": a.prompts}
     srv = comfy_server.ComfyServer(comfy, py, base_dir=base)
     srv.start(timeout=300)

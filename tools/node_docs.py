@@ -151,7 +151,6 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="list stale pages, exit 1 if any")
     a = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
 
     comfy_inproc.bootstrap("cpu", dynamic_vram=False)  # the pack as i2v_motion, as the tests import it

@@ -221,7 +221,6 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or len(argv) > 2:
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    sys.path.insert(0, str(REPO / "tools"))
     import comfy_inproc
     import host
 

@@ -18,10 +18,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
 
-import comfy_server  # noqa: E402
+import comfy_server  # noqa: E402  (tools/ and tests/ are on pytest's pythonpath)
 
 ARTIFACTS = REPO / "tests" / "artifacts" / f"browser-{os.environ.get('I2V_HOST_NAME', 'host')}"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

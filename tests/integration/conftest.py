@@ -16,10 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
 
-import comfy_server  # noqa: E402
+import comfy_server  # noqa: E402  (tools/ and tests/ are on pytest's pythonpath)
 import workflow  # noqa: E402
 
 STATS: dict = {"runs": {}}
@@ -71,9 +69,9 @@ def make_tiny_models(srv: comfy_server.ComfyServer, models: dict) -> None:
     if not models:
         return
     try:
-        from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+        from support.fixtures import make_tiny_checkpoint
     except ImportError as e:
-        pytest.fail(f"workflow needs tiny checkpoints but i2v_motion.backbones.fixtures is missing: {e}",
+        pytest.fail(f"workflow needs tiny checkpoints but tests/support/fixtures.py is missing: {e}",
                     pytrace=False)
     made = STATS.setdefault("tiny_kwargs", {})
     for rel, kwargs in models.items():

@@ -278,7 +278,7 @@ def test_manager_git_url_install_restart_run_disable_uninstall(manager_host, tmp
             tiny = workflow.tiny_models(prompt, expect)
             workflow.apply_overrides(prompt, expect.get("tiny_overrides"))
             expect = {**expect, **expect.get("tiny_expect", {})}
-            from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+            from support.fixtures import make_tiny_checkpoint
 
             for rel, kwargs in tiny.items():
                 (srv.models_dir / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def test_nonfinite_checkpoint_is_an_error(comfy, object_info):
     make_tiny_models(comfy, {"checkpoints/dynamicrafter_512.ckpt": {"variant": "512"}})
     good = comfy.models_dir / "checkpoints" / "tiny_for_nan.safetensors"
     if not good.is_file():
-        from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+        from support.fixtures import make_tiny_checkpoint
 
         make_tiny_checkpoint(str(good))
     sd = load_file(str(good))

@@ -18,7 +18,7 @@ from comfy_extras.nodes_custom_sampler import CFGGuider, SamplerCustomAdvanced
 from comfy_extras.nodes_rebatch import ImageRebatch
 from i2v_motion.backbones.conditioning import fit_image
 from i2v_motion.merging.patches import edg_experts
-from i2v_motion.merging.schedule import expert_schedule
+from i2v_motion.experts.schedule import expert_schedule
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo, ResizeImageForVideo
 from i2v_motion.nodes.sampling import DynamiCrafterSampler, TrailingSchedule
 

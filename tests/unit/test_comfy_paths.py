@@ -33,14 +33,15 @@ import comfy.float
 import comfy.lora
 import comfy.model_management as mm
 import comfy.model_patcher
-from dynamic_vram import dynamic_load, dynamic_unload, effective_weights, require_dynamic_host
-from i2v_motion.backbones import fixtures
+from support.dynamic_vram import dynamic_load, dynamic_unload, effective_weights, require_dynamic_host
+from support import fixtures
 from i2v_motion.backbones.loader import load_dynamicrafter
-from i2v_motion.compat import _patch_skipped_params, lowvram_slot, patch_compute_dtype, string_to_seed
+from i2v_motion.comfy_bridge.patchers import _patch_skipped_params, lowvram_slot
+from i2v_motion.comfy_bridge.probes import patch_compute_dtype, string_to_seed
 from i2v_motion.merging import bake_model, edg_experts
 from i2v_motion.merging.patches import MergeAdapter
-from i2v_motion.merging.schedule import ScheduleRun, expert_schedule, get_schedule
-from test_merging_svd import tiny_svd
+from i2v_motion.experts.schedule import ScheduleRun, expert_schedule, get_schedule
+from support.models import tiny_svd
 
 CPU = torch.device("cpu")
 NO_ENCODERS = dict(with_vae=False, with_clip=False, with_clip_vision=False)
@@ -368,7 +369,7 @@ def test_fp8_storage_merges_and_schedule(dc_ckpts, weight_dtype):
     """fp8-stored DynamiCrafter: merged weights are the float32 formula rounded to fp8 by ComfyUI's stochastic
     rounding (seeded per key); the schedule switches to exactly the other expert's fp8 weights; sampling runs."""
     from i2v_motion.nodes.backbone import DTYPES
-    from test_merging_dc import _sample_dc
+    from support.models import sample_dc as _sample_dc
 
     dtype, _ = DTYPES[weight_dtype]
     base, ft = _dc(dc_ckpts[0], dtype), _dc(dc_ckpts[1], dtype)

@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 import comfy.model_management as mm
 import comfy.samplers
 import nodes as comfy_nodes
-from i2v_motion.backbones import fixtures
+from support import fixtures
 from i2v_motion.backbones.loader import load_dynamicrafter
 from i2v_motion.backbones.sampling import sample_dynamicrafter_ddim, trailing_sigmas
-from i2v_motion.compat import is_dynamic
+from i2v_motion.comfy_bridge.patchers import is_dynamic
 from i2v_motion.merging import bake_model, edg_experts
-from i2v_motion.merging.schedule import expert_schedule
+from i2v_motion.experts.schedule import expert_schedule
 
 pytestmark = pytest.mark.gpu
 NO_ENCODERS = dict(with_vae=False, with_clip=False, with_clip_vision=False)
@@ -183,7 +183,7 @@ def test_official_sampler_device_matches_cpu(ckpts):
 
 def test_layout_masked_denoise_on_device():
     """Layout masked denoising with the guide as the prediction follows the boxes on this device (oracle vIoU)."""
-    import test_layout_pipeline as P
+    import support.oracle as P
 
     base = P.tiny_model()
     base.load_device = mm.get_torch_device()
@@ -209,7 +209,7 @@ def test_bake_on_device_equals_cpu_bake(models, ckpts):
     a, b = load_file(pa), load_file(pb)
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     record("bake_device_vs_cpu_max_abs", worst)
-    from i2v_motion.compat import patch_compute_dtype
+    from i2v_motion.comfy_bridge.probes import patch_compute_dtype
 
     if patch_compute_dtype(dev) == torch.float32:
         assert worst == 0.0

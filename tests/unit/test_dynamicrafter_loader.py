@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import comfy.model_sampling
 from i2v_motion.backbones.checkpoint import CheckpointError, read_state_dict
-from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+from support.fixtures import make_tiny_checkpoint
 from i2v_motion.backbones.loader import load_dynamicrafter
 
 

@@ -14,7 +14,7 @@ import comfy.samplers
 from i2v_motion.backbones.sampling import official_sigmas, official_timesteps, sample_dynamicrafter_ddim
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
-parity = pytest.importorskip("parity")  # tools/ is on sys.path (tests/conftest.py)
+parity = pytest.importorskip("parity")  # tools/ is on pytest's pythonpath (pyproject.toml)
 UNET_GOAL, SAMPLER_GOAL = 1e-4, 1e-3
 FILES = sorted(p.name for p in VECTORS.glob("*.safetensors")) if VECTORS.is_dir() else []
 

@@ -13,6 +13,7 @@ import i2v_motion.layout as L
 import i2v_motion.nodes as NODES
 from i2v_motion.nodes import layout as N
 from i2v_motion.nodes import trajectory as TR
+from support.synth import make_example_cases
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,7 +121,7 @@ def test_case_combo_lists_shipped_and_input_subfolder_cases_only(tmp_path):
     sub.mkdir(parents=True, exist_ok=True)
     outside = tmp_path / "outside"
     outside.mkdir()
-    L.make_example_cases(outside)  # valid cases outside the input folder, reachable only through a link
+    make_example_cases(outside)  # valid cases outside the input folder, reachable only through a link
     try:
         (sub / "mine.json").write_text(json.dumps({"image": "ball_roll.png", "caption": "c", "frames": 16,
                                                    "objects": [{"phrase": "b", "boxes": [[0, .1, .1, .3, .3]]}]}))

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from i2v_motion.layout import (box_masks, compose_latents, composite_guide, crop_box, draw_layout, fill_region,
-                               list_cases, load_case, make_example_cases, make_plate, parse_layout, ssim)
+                               list_cases, load_case, make_plate, parse_layout, ssim)
+from support.synth import make_example_cases
 from i2v_motion.layout.guide import change_mask
 
 CASES = Path(__file__).resolve().parents[2] / "example_workflows" / "layout_cases"

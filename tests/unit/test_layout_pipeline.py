@@ -23,103 +23,13 @@ import nodes as comfy_nodes
 from i2v_motion import layout as L
 from i2v_motion.nodes import layout as N
 
-CASES = Path(__file__).resolve().parents[2] / "example_workflows" / "layout_cases"
-STEPS = 20
-COND = [[torch.zeros(1, 4, 32), {}]]
-
-
-class FakeVAE:
-    """Stand-in VAE: 8x average pooling and a fixed 3 -> 4 channel map (SD-like latent range)."""
-
-    M = torch.tensor([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0], [1.5, 1.5, 1.5]])
-    b = torch.tensor([-2.0, -2.0, -2.0, -2.25])
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(pixels[..., :3].movedim(-1, 1).float(), 8)
-        return torch.einsum("ck,bkhw->bchw", self.M, x) + self.b[None, :, None, None]
-
-
-class VideoVAE(FakeVAE):
-    def encode(self, pixels):
-        return super().encode(pixels).movedim(0, 1)[None]  # [1, C, T, h, w]
-
-
-def tiny_model() -> comfy.model_patcher.ModelPatcher:
-    uc = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False, "adm_in_channels": None,
-          "use_temporal_attention": False, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1],
-          "channel_mult": [1], "transformer_depth": [0], "transformer_depth_output": [0, 0], "num_heads": 2,
-          "num_head_channels": -1, "image_size": 32, "use_spatial_transformer": True,
-          "transformer_depth_middle": 0, "legacy": False}
-    cfg = comfy.supported_models.SD15(uc)
-    cfg.set_inference_dtype(torch.float32, None)
-    model = cfg.get_model({})
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():  # comfy ops start as torch.empty: initialise explicitly
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
-
-
-def predicting(model, target: torch.Tensor):
-    """A clone whose denoised prediction is always ``target`` ``[T, C, h, w]`` (VAE latent space)."""
-    m = model.clone()
-    t_in = m.model.process_latent_in(target)
-
-    def wrapper(apply_model, args):
-        x = args["input"]
-        return t_in.repeat(x.shape[0] // t_in.shape[0], 1, 1, 1).to(x)
-
-    m.set_model_unet_function_wrapper(wrapper)
-    return m
-
-
-def posterior(model, candidates: torch.Tensor):
-    """The ideal denoiser for a data set of a few videos ``[K, T, C, h, w]``: per frame the posterior mean."""
-    m = model.clone()
-    c_in = m.model.process_latent_in(candidates.flatten(0, 1)).reshape(candidates.shape)
-
-    def wrapper(apply_model, args):
-        x, sigma = args["input"], args["timestep"]
-        c = c_in.repeat(1, x.shape[0] // c_in.shape[1], 1, 1, 1).to(x)
-        d2 = ((x[None] - c) ** 2).flatten(2).sum(-1)
-        w = torch.softmax(-d2 / (2 * sigma.view(1, -1) ** 2), 0)
-        return (w[..., None, None, None] * c).sum(0)
-
-    m.set_model_unet_function_wrapper(wrapper)
-    return m
-
-
-def sample(model, latent: dict, seed: int = 0) -> torch.Tensor:
-    return comfy_nodes.common_ksampler(model, seed, STEPS, 1.0, "euler", "normal", COND, COND, latent,
-                                       denoise=1.0)[0]["samples"]
+from support.oracle import (CASES, COND, STEPS, FakeVAE, Run, VideoVAE, posterior, predicting, record_progress,  # noqa: F401
+                            sample, tiny_model)
 
 
 @pytest.fixture(scope="module")
 def base():
     return tiny_model()
-
-
-class Run:
-    def __init__(self, name: str, feather: float = 8.0, margin: float = 4.0):
-        self.vae = FakeVAE()
-        self.image, self.layout, self.caption, self.name = N.LayoutCaseLoader.execute("", 0, name).result
-        self.guide, self.glat, self.plate = N.LayoutGuide.execute(self.image, self.layout, self.vae, feather, margin,
-                                                                  "diffuse").result
-        self.src = self.vae.encode(self.image)[0]
-        self.plate_lat = self.vae.encode(self.plate)[0]
-        self.range = float(self.src.max() - self.src.min())
-        self.g = self.glat["samples"]
-        self.grow = L.latent_grow(feather, margin, 8)
-
-    def masked(self, model, ends=(0.4, 0.8, 0.9)):
-        return N.LayoutMaskedDenoise.execute(model, self.glat, self.layout, *ends, 1.0, 1.0).result
-
-    def evaluate(self, out: torch.Tensor) -> dict:
-        rep = L.evaluate_layout(out, self.src, self.layout, plate=self.plate_lat, data_range=self.range)
-        keep = 1 - L.guide.change_mask(self.layout, *out.shape[-2:], self.grow)  # outside every region mask
-        mse = L.metrics.masked_mse(out, self.src[None].expand_as(out), keep)
-        rep["psnr_outside_masks"] = L.psnr(mse, self.range)
-        return rep
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +40,7 @@ def guide_runs(base):
         r = Run(name)
         model, latent = r.masked(predicting(base, r.g))
         r.model, r.latent = model, latent
+        r.calls = record_progress(model)
         r.out = sample(model, latent)
         r.report = r.evaluate(r.out)
         out[name] = r
@@ -163,8 +74,8 @@ def test_guide_denoiser_output_follows_the_boxes(guide_runs):
 def test_schedule_is_applied_by_the_sampler(guide_runs):
     r = guide_runs["ball_roll"]
     fn = r.model.model_options["denoise_mask_function"]
-    assert isinstance(fn, L.LayoutDenoiseMask)
-    calls = list(fn.calls)[-STEPS:]
+    assert isinstance(fn.inner, L.LayoutDenoiseMask)
+    calls = r.calls[-STEPS:]
     assert calls == pytest.approx([i / STEPS for i in range(STEPS)])
     assert r.latent["noise_mask"].shape == (16, 1, 40, 64)
     assert (r.out - r.g).abs().max() < 1e-4  # everything ends at the guide with this denoiser
@@ -243,14 +154,14 @@ def test_sampler_custom_advanced(base):
 
     r = Run("three_balloons")
     model, latent = r.masked(predicting(base, r.g))
+    calls = record_progress(model)
     noise = cs.RandomNoise.execute(0).result[0]
     guider = cs.BasicGuider.execute(model, COND).result[0]
     sampler = cs.KSamplerSelect.execute("euler").result[0]
     sigmas = cs.BasicScheduler.execute(model, "normal", STEPS, 1.0).result[0]
     out = cs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent).result[0]["samples"]
     assert (out - r.g).abs().max() < 1e-4  # the same result as KSampler (scored in the test above)
-    fn = model.model_options["denoise_mask_function"]
-    assert list(fn.calls)[-STEPS:] == pytest.approx([i / STEPS for i in range(STEPS)])
+    assert calls[-STEPS:] == pytest.approx([i / STEPS for i in range(STEPS)])
 
 
 def test_input_model_is_not_mutated(base):

@@ -10,7 +10,7 @@ import torch
 from i2v_motion.layout import (afterimage_score, background_consistency, box_iou, clip_boxes, evaluate_layout,
                                load_case, parse_layout, work_size_for, psnr, ssim, track_template, trajectory_adherence,
                                visibility)
-from i2v_motion.layout.synth import render_video
+from support.synth import render_video
 
 CASES = Path(__file__).resolve().parents[2] / "example_workflows" / "layout_cases"
 H, W, T = 160, 256, 12

@@ -19,7 +19,7 @@ import torch
 import nodes as comfy_nodes
 from comfy.patcher_extension import WrappersMP
 from i2v_motion.backbones.dynamicrafter_unet import QUERIES_PER_FRAME, TEXT_TOKENS
-from i2v_motion.backbones.context_compat import CONTEXT_KEY, takes_frame_batches
+from i2v_motion.comfy_bridge.context_windows import CONTEXT_KEY, takes_frame_batches
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo
 
 cw_nodes = pytest.importorskip("comfy_extras.nodes_context_windows",
@@ -34,7 +34,7 @@ def _core_handler():
 
 
 # ComfyUI 0.3.75's set_step compares the whole per-frame timestep batch with the schedule and fails; the pack's
-# outer-sample wrapper (backbones/context_compat.py) hands such a handler the step's one timestep.
+# outer-sample wrapper (comfy_bridge/context_windows.py) hands such a handler the step's one timestep.
 CORE_TAKES_FRAME_BATCHES = takes_frame_batches(_core_handler())
 
 

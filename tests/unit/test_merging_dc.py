@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import comfy.model_management as mm
 import comfy.model_patcher
 
-fixtures = pytest.importorskip("i2v_motion.backbones.fixtures")
+from support import fixtures  # noqa: E402
 loader = pytest.importorskip("i2v_motion.backbones.loader")
 
 from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector, ops  # noqa: E402
@@ -190,7 +190,7 @@ def test_256_alpha_and_cross_variant_keys(ckpts, caplog):
 
 
 def test_dynamicrafter_vs_svd_is_an_error(dc):
-    from test_merging_svd import tiny_svd  # noqa: E402  (same folder)
+    from support.models import tiny_svd  # noqa: E402  (same folder)
 
     base, _ = dc
     with pytest.raises(ValueError, match="different architectures"):

@@ -13,7 +13,7 @@ import comfy.model_management as mm
 import folder_paths
 from i2v_motion.nodes.merging import NODES, ApplyTaskVectors, BakeMerged, EDGExperts, TaskVector
 
-from test_merging_svd import loaded_weights, stored, tiny_svd  # noqa: E402  (same folder)
+from support.models import loaded_weights, stored, tiny_svd  # noqa: E402  (same folder)
 
 
 def test_schemas():

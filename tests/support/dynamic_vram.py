@@ -33,10 +33,12 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 from comfy.patcher_extension import CallbacksMP
-from i2v_motion.compat import lowvram_slot, string_to_seed
+from i2v_motion.comfy_bridge.patchers import lowvram_slot
+from i2v_motion.comfy_bridge.probes import string_to_seed
+from i2v_motion.comfy_bridge.weights import backup_record
 
 CPU = torch.device("cpu")
-_Backup = collections.namedtuple("Dimension", ["weight", "inplace_update"])
+
 SMALL_MODULE = 16 * 1024  # ModelPatcherDynamic force-loads modules up to this size
 
 
@@ -99,7 +101,7 @@ def dynamic_load(patcher: comfy.model_patcher.ModelPatcher, device: torch.device
             for attr, w in params.items():
                 key = f"{n}.{attr}" if n else attr
                 if key not in patcher.backup:
-                    patcher.backup[key] = _Backup(w, False)
+                    patcher.backup[key] = backup_record(w, False)
                 dtype = getattr(m, attr + "_comfy_model_dtype", None)
                 comfy.utils.set_attr_param(model, key, w.to(dtype=dtype, device=device))
     model.device = device

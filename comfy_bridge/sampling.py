@@ -1,0 +1,56 @@
+"""Model-sampling facts the pack reads (prediction type, where a sigma lies on the model's own time axis), the
+sampler base class custom samplers are made from, and conditioning helpers."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.model_sampling
+import comfy.samplers
+
+__all__ = ["KSAMPLER", "is_v_prediction", "is_flow", "model_timestep", "ddpm_timestep", "DDPM_STEPS",
+           "set_cond_values"]
+
+KSAMPLER = comfy.samplers.KSAMPLER  # what core's custom samplers are (a SAMPLER value)
+DDPM_STEPS = 1000
+
+
+def is_v_prediction(model_sampling: Any) -> bool:
+    return isinstance(model_sampling, comfy.model_sampling.V_PREDICTION)
+
+
+def is_flow(model_sampling: Any) -> bool:
+    """Flow-matching models (Wan, SD3, Flux …): ComfyUI's ``CONST`` parameterisation, sigma in [0, 1]."""
+    return isinstance(model_sampling, comfy.model_sampling.CONST)
+
+
+def model_timestep(model_sampling: Any, sigma: torch.Tensor | float) -> float:
+    """The model's own timestep of ``sigma`` (first element): what its network is conditioned on — DDPM
+    0 … 999 for discrete schedules, ``sigma · multiplier`` (1000) for flow models such as Wan."""
+    s = torch.as_tensor(sigma).detach().reshape(-1)[:1].float()
+    return float(model_sampling.timestep(s).reshape(-1)[0])
+
+
+def ddpm_timestep(model_sampling: Any, sigma: torch.Tensor | float) -> float:
+    """The DDPM timestep of ``sigma`` (0 … 999): ComfyUI's own ``timestep`` for discrete schedules,
+    ``999·(1 − percent)`` (inverting ``percent_to_sigma``) for continuous ones."""
+    s = torch.as_tensor(sigma).detach().reshape(-1)[:1].float()
+    if getattr(type(model_sampling), "timestep", None) is comfy.model_sampling.ModelSamplingDiscrete.timestep:
+        return float(model_sampling.timestep(s).reshape(-1)[0])
+    target = float(s[0])
+    lo, hi = 0.0, 1.0  # percent_to_sigma decreases from sigma_max (0) to 0 (1)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if model_sampling.percent_to_sigma(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (DDPM_STEPS - 1) * (1.0 - 0.5 * (lo + hi))
+
+
+def set_cond_values(conditioning: list, values: dict) -> list:
+    """A copy of a CONDITIONING with ``values`` set on every entry (core's ``conditioning_set_values``)."""
+    import node_helpers
+
+    return node_helpers.conditioning_set_values(conditioning, values)
