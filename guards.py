@@ -12,6 +12,10 @@ Two sampling wrappers on every MODEL this pack makes (DynamiCrafter from its loa
 Weights computed on the fly (low-VRAM / dynamic-VRAM patches) are not materialised at load; a problem
 there shows in the result check.
 
+A third wrapper, on MODELs that carry a layout (Layout Masked Denoise), compares the layout's length with the length
+the conditioning was made for (the family says where that is: DynamiCrafter's ``num_video_frames``, Wan's start-image
+latent) before sampling, so a 16-frame layout sampled with 8-frame conditioning is an error, not a stretched video.
+
 Merges say what they did in a typed attachment (:class:`MergeNote`, written by ``merging`` through
 :func:`add_merge_note`), which the result check reads to name the likely cause; this module imports nothing of
 the pack but the bridge.
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import families
 from .comfy_bridge.finite import nonfinite
 from .comfy_bridge.hooks import WrappersMP, add_wrapper_once, get_attachment
 
@@ -87,6 +92,18 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:_MAX_NAMED]) + more
 
 
+def overflow_hint(dtype: torch.dtype | None) -> str:
+    """What to try when finite weights gave a non-finite result, for the dtype the weights are in."""
+    wider = {torch.float16: "weight_dtype bf16 or fp32 (fp16 overflows above 65504)",
+             torch.bfloat16: "weight_dtype fp32"}.get(dtype)
+    name = str(dtype).replace("torch.", "") if dtype is not None else "unknown"
+    if wider is not None:
+        return f"the weights are finite, so an activation overflowed in {name}: try {wider}, a lower CFG, or check the " \
+               f"conditioning inputs"
+    return f"the weights are finite and already {name}, so the inputs or settings drove the model out of range: try a " \
+           f"lower CFG or fewer extreme merge weights, and check the conditioning inputs (NaN/Inf in an image or latent)"
+
+
 def check_loaded_weights(patcher) -> None:
     """Raise NonFiniteError when a weight on the load device holds NaN/Inf (once per load)."""
     model = patcher.model
@@ -123,13 +140,63 @@ def _outer_sample_guard(executor, *args, **kwargs):
                 cause = _merge_hint(patcher)
             if not cause:
                 dtype = patcher.model.get_dtype() if hasattr(patcher.model, "get_dtype") else None
-                cause = (f"; the weights are finite, so an activation overflowed ({dtype} weights): try weight_dtype "
-                         "fp32/bf16, a lower CFG, or check the conditioning inputs")
+                cause = "; " + overflow_hint(dtype)
         raise NonFiniteError(f"sampling produced NaN/Inf in {share:.0%} of the latent{cause}")
     return out
 
 
 def ensure_guards(patcher) -> None:
-    """Register (once per patcher) the weight and result checks on ``patcher``."""
+    """Register (once per patcher) the weight, result and frame-count checks on ``patcher``."""
     add_wrapper_once(patcher, WrappersMP.SAMPLER_SAMPLE, GUARD_KEY, _sampler_sample_guard)
     add_wrapper_once(patcher, WrappersMP.OUTER_SAMPLE, GUARD_KEY, _outer_sample_guard)
+    ensure_frame_check(patcher)
+
+
+FRAME_CHECK_KEY = "i2v_motion.frame_check"
+
+
+def _layout_frames(model_options: dict) -> int | None:
+    """Latent frames of the layout a MODEL carries (its denoise-mask function's regions), or None."""
+    fn = model_options.get("denoise_mask_function")
+    regions = getattr(getattr(fn, "inner", fn), "regions", None)
+    return int(regions.shape[1]) if torch.is_tensor(regions) and regions.ndim == 4 else None
+
+
+def check_conditioning_frames(patcher, model_options: dict, conds: dict, latent: torch.Tensor | None = None) -> None:
+    """ValueError when the conditioning was made for another length than the layout on ``patcher`` (any family that
+    records a length: DynamiCrafter, Wan) or, for video latents (Wan), than the latent that is sampled."""
+    family = families.of_model(patcher)
+    layout = _layout_frames(model_options)
+    sampled = int(latent.shape[2]) if family.video_latent and torch.is_tensor(latent) and latent.ndim == 5 else None
+    if layout is None and sampled is None:
+        return
+    unit = "latent frames" if family.video_latent else "frames"
+    for name, entries in (conds or {}).items():
+        for cond in entries or ():
+            made = family.cond_frames(cond) if isinstance(cond, dict) else None
+            if made is None:
+                continue
+            if layout is not None and made != layout:
+                raise ValueError(f"frame-count mismatch: the layout was made for {layout} {unit} but the {name} "
+                                 f"conditioning for {made} ({family.cond_frames_source}); the video would be stretched "
+                                 f"or cut without a word: give the layout and the image-to-video node the same length")
+            if sampled is not None and made != sampled:
+                raise ValueError(f"frame-count mismatch: the latent being sampled has {sampled} {unit} but the {name} "
+                                 f"conditioning was made for {made} ({family.cond_frames_source}); use the latent the "
+                                 f"image-to-video node made, or give both the same length")
+
+
+def _frame_check(executor, *args, **kwargs):
+    guider = executor.class_obj
+    patcher = getattr(guider, "model_patcher", None)
+    if patcher is not None:
+        latent = args[1] if len(args) > 1 else kwargs.get("latent_image")
+        check_conditioning_frames(patcher, getattr(guider, "model_options", {}) or {},
+                                  getattr(guider, "original_conds", None) or getattr(guider, "conds", None) or {},
+                                  latent)
+    return executor(*args, **kwargs)
+
+
+def ensure_frame_check(patcher) -> None:
+    """Register (once per patcher) the layout-vs-conditioning length check."""
+    add_wrapper_once(patcher, WrappersMP.OUTER_SAMPLE, FRAME_CHECK_KEY, _frame_check)

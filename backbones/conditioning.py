@@ -104,6 +104,9 @@ def per_video_images(image: torch.Tensor, videos: int, what: str) -> torch.Tenso
         return image
     if image.shape[0] == 1:
         return image.expand(videos, -1, -1, -1)
+    if videos == 1:
+        raise ValueError(f"{what} holds {image.shape[0]} images for batch_size 1: give 1 image (or set batch_size to "
+                         f"{image.shape[0]} for one video per image)")
     raise ValueError(f"{what} holds {image.shape[0]} images for batch_size {videos}: give 1 image (shared by every "
                      f"video) or {videos} (one per video)")
 

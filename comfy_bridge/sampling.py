@@ -9,8 +9,8 @@ import torch
 import comfy.model_sampling
 import comfy.samplers
 
-__all__ = ["KSAMPLER", "is_v_prediction", "is_flow", "model_timestep", "ddpm_timestep", "DDPM_STEPS",
-           "set_cond_values"]
+__all__ = ["KSAMPLER", "is_v_prediction", "is_flow", "model_timestep", "ddpm_timestep", "noise_percent",
+           "model_sampling_of", "DDPM_STEPS", "set_cond_values"]
 
 KSAMPLER = comfy.samplers.KSAMPLER  # what core's custom samplers are (a SAMPLER value)
 DDPM_STEPS = 1000
@@ -47,6 +47,25 @@ def ddpm_timestep(model_sampling: Any, sigma: torch.Tensor | float) -> float:
         else:
             hi = mid
     return (DDPM_STEPS - 1) * (1.0 - 0.5 * (lo + hi))
+
+
+def noise_percent(model_sampling: Any, sigma: torch.Tensor | float) -> float:
+    """Where ``sigma`` lies in a whole sampling run on ComfyUI's own scale (0 = pure noise … 1 = clean), the scale of
+    ``percent_to_sigma`` that conditioning timestep ranges and ControlNet start/end use: the same for one sampler or
+    a run split over several, and over models of one family (Wan 2.2's two experts)."""
+    return min(1.0, max(0.0, 1.0 - ddpm_timestep(model_sampling, sigma) / (DDPM_STEPS - 1)))
+
+
+def model_sampling_of(model: Any) -> Any | None:
+    """The ``model_sampling`` object behind a sampler's model wrapper (``extra_options["model"]``), or None."""
+    for _ in range(4):
+        if model is None:
+            return None
+        ms = getattr(model, "model_sampling", None)
+        if ms is not None:
+            return ms
+        model = getattr(model, "inner_model", None)
+    return None
 
 
 def set_cond_values(conditioning: list, values: dict) -> list:

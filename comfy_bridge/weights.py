@@ -22,7 +22,7 @@ from comfy.weight_adapter import WeightAdapterBase
 from .probes import patch_compute_dtype, string_to_seed
 
 __all__ = ["WeightAdapterBase", "LowVramPatch", "BackupRecord", "backup_record", "key_weight", "stored_weight",
-           "patched_weight", "cast_to_device", "get_attr", "copy_to_param"]
+           "patched_weight", "round_to_storage", "cast_to_device", "get_attr", "copy_to_param"]
 
 LowVramPatch = comfy.model_patcher.LowVramPatch
 # ComfyUI's own backup record is an anonymous ``namedtuple('Dimension', ['weight', 'inplace_update'])``; records
@@ -74,8 +74,14 @@ def patched_weight(weight: torch.Tensor, patches: Sequence, key: str, device: to
     if patches:
         t = comfy.lora.calculate_weight(list(patches), t, key, intermediate_dtype=torch.float32)
     if round_to is not None:
-        t = comfy.float.stochastic_rounding(t, round_to, seed=string_to_seed(key))
+        t = round_to_storage(t, round_to, key)
     return t
+
+
+def round_to_storage(value: torch.Tensor, dtype: torch.dtype, key: str) -> torch.Tensor:
+    """``value`` rounded to ``dtype`` as ComfyUI rounds a patched weight (stochastic rounding seeded by ``key``:
+    fp16 to nearest, bf16 / fp8 stochastically). Idempotent on values already representable in ``dtype``."""
+    return comfy.float.stochastic_rounding(value, dtype, seed=string_to_seed(key))
 
 
 def get_attr(obj: Any, path: str) -> Any:

@@ -45,7 +45,9 @@ class Family:
     video_latent: bool                             # True: [B, C, T', h, w]; False: frames as batch
     switch_on: str                                 # "ddpm" | "model": the timestep an expert switch is given in
     presets: tuple[Preset, ...] = ()
-    frames_cond: str | None = None                 # cond key holding the frames the conditioning was made for
+    # the length (in latent frames) the conditioning was made for, read from one cond dict, and what holds it
+    cond_frames: Callable[[dict], int | None] = lambda cond: None
+    cond_frames_source: str = ""
     notes: dict = field(default_factory=dict, compare=False)
 
     def preset(self, name: str) -> Preset | None:
@@ -80,7 +82,9 @@ DYNAMICRAFTER = Family(
     name="dynamicrafter", title="DynamiCrafter",
     model_classes=("DynamiCrafterModel",),
     keys_match=lambda keys: any(("temopral_conv" in k) or k.startswith(RESAMPLER_PREFIX) for k in keys),
-    video_latent=False, switch_on="ddpm", frames_cond="num_video_frames",
+    video_latent=False, switch_on="ddpm",
+    cond_frames=lambda cond: cond.get("num_video_frames") if isinstance(cond.get("num_video_frames"), int) else None,
+    cond_frames_source="num_video_frames of DynamiCrafter Image to Video",
     presets=(
         Preset("temporal", "temporal layers (temopral_conv, init_attn, the temporal transformer at index 2 of "
                            "every attention block)", _dc_temporal),
@@ -97,7 +101,7 @@ SVD = Family(
     name="svd", title="Stable Video Diffusion",
     model_classes=("SVD_img2vid",),
     keys_match=lambda keys: any(".time_stack." in k or ".time_mixer." in k for k in keys),
-    video_latent=False, switch_on="ddpm", frames_cond=None,
+    video_latent=False, switch_on="ddpm",  # SVD's conditioning records no length: checked through `reference`
     presets=(
         Preset("temporal", "temporal layers (time_stack, time_mixer, time_pos_embed, time_mix*)", _TEMPORAL_NAMES),
         Preset("spatial", "UNet weights that are not temporal", lambda k: not _TEMPORAL_NAMES(k) and not _resampler(k)),
@@ -120,7 +124,10 @@ WAN = Family(
     model_classes=("WAN21", "WAN22"),
     keys_match=lambda keys: any(k.startswith("diffusion_model.blocks.") and ".self_attn." in k for k in keys)
     and any(k.startswith("diffusion_model.patch_embedding.") for k in keys),
-    video_latent=True, switch_on="model", frames_cond=None,
+    video_latent=True, switch_on="model",
+    cond_frames=lambda cond: (int(cond["concat_latent_image"].shape[2])
+                              if getattr(cond.get("concat_latent_image"), "ndim", 0) == 5 else None),
+    cond_frames_source="the start-image latent (concat_latent_image) of WanImageToVideo",
     presets=(
         Preset("temporal", "Wan has no separate temporal layers: its 3-D self-attention is the only place frames "
                            "exchange information, so 'temporal' is the self-attention (which is spatial too)",

@@ -14,7 +14,8 @@ from .guide import FILLS, compose_latents, composite_guide, fill_region, latent_
 from .masks import box_masks, layout_mask, object_masks, region_masks, soft_union
 from .metrics import (afterimage_score, background_consistency, evaluate_layout, json_safe, masked_ssim,
                       object_consistency, psnr, ssim, trajectory_adherence)
-from .schedule import LayoutDenoiseMask, RegionSchedule, region_stack, static_mask, step_progress
+from .frames import check_frame_count, combine_regions, latent_frames, latent_groups
+from .schedule import LayoutDenoiseMask, RegionSchedule, region_stack, static_mask
 from .track import TrackResult, crop_box, objectness, track_template, work_size_for
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "interpolate_keys", "box_area", "box_iou", "clip_boxes", "visibility", "mask_bbox",
     "box_masks", "soft_union", "object_masks", "layout_mask", "region_masks",
     "fill_region", "make_plate", "warp_box", "composite_guide", "compose_latents", "latent_grow",
-    "region_stack", "static_mask", "step_progress",
+    "region_stack", "static_mask", "check_frame_count", "combine_regions", "latent_frames", "latent_groups",
     "crop_box", "objectness", "track_template", "work_size_for",
     "ssim", "masked_ssim", "psnr", "background_consistency", "afterimage_score", "object_consistency",
     "trajectory_adherence", "evaluate_layout", "json_safe",

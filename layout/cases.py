@@ -114,8 +114,11 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy())[None]
 
 
-def load_case(folder: str | Path, name: str | int) -> Case:
-    """Load case ``name`` (or the ``name``-th case in sorted order) from ``folder``."""
+def load_case(folder: str | Path, name: str | int, roots: list[str | Path] | None = None) -> Case:
+    """Load case ``name`` (or the ``name``-th case in sorted order) from ``folder``.
+
+    ``roots``: where the case file may really lie (links followed); a case JSON that is a link out of them is refused
+    before it is read, with a message that says nothing of its target or content."""
     names = list_cases(folder)
     if not names:
         raise ValueError(f"layout case folder {str(folder)!r} has no .json cases")
@@ -126,8 +129,9 @@ def load_case(folder: str | Path, name: str | int) -> Case:
     if name not in names:
         raise ValueError(f"case {name!r} not found in {str(folder)!r}; cases: {', '.join(names)}")
     path = Path(folder) / f"{name}.json"
+    real = confine(path, roots, f"layout case {name!r}") if roots is not None else path
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(real.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"case {name!r}: {path.name} is malformed at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if not isinstance(data, dict) or "image" not in data:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import Layout
+from .frames import latent_groups
 from .masks import box_masks, soft_union
 
 FILLS: tuple[str, ...] = ("diffuse", "mean", "none")
@@ -155,9 +156,20 @@ def change_mask(layout: Layout, height: int, width: int, grow: float) -> torch.T
 
 
 def compose_latents(source_latent: torch.Tensor, frame_latents: torch.Tensor, layout: Layout,
-                    grow: float = 2.0) -> torch.Tensor:
-    """Guide latents ``[T, C, h, w]``: the encoded guide frames where the guide may differ from the source
-    (boxes grown by ``grow`` latent px) and exactly the source latent everywhere else."""
+                    grow: float = 2.0, ratio: int = 1) -> torch.Tensor:
+    """Guide latents: the encoded guide where the guide may differ from the source (boxes grown by ``grow`` latent
+    px) and exactly the source latent everywhere else.
+
+    Frames as batch (``ratio`` 1): ``frame_latents`` ``[T, C, h, w]``, ``source_latent`` one frame's. Video latents
+    ``[B, C, T', h, w]`` (``ratio`` frames per latent frame after the first): ``source_latent`` is the static source
+    video's, and a latent frame may differ wherever any of its frames may."""
+    if frame_latents.ndim == 5:
+        C, Tl, h, w = frame_latents.shape[1:]
+        m = change_mask(layout, h, w, grow)
+        m = torch.stack([m[g].amax(0) for g in latent_groups(layout.frames, ratio)])[None, None].to(frame_latents)
+        if m.shape[2] != Tl:
+            raise ValueError(f"the guide has {Tl} latent frames but the layout's {layout.frames} frames make {m.shape[2]}")
+        return source_latent.to(frame_latents) * (1 - m) + frame_latents * m
     T, C, h, w = frame_latents.shape
     src = source_latent.reshape(-1, C, h, w)[:1].to(frame_latents)
     m = change_mask(layout, h, w, grow).to(frame_latents)[:, None]

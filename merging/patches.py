@@ -18,7 +18,7 @@ import torch
 
 from ..comfy_bridge.finite import nonfinite
 from ..comfy_bridge.patchers import ModelPatcher, ensure_skipped_params_patched, is_model_patcher
-from ..comfy_bridge.weights import WeightAdapterBase, cast_to_device, patched_weight, stored_weight
+from ..comfy_bridge.weights import WeightAdapterBase, cast_to_device, patched_weight, round_to_storage, stored_weight
 from ..guards import MergeNote, add_merge_note, ensure_guards
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
@@ -135,12 +135,19 @@ class TaskVector:
         info = {k: v for k, v in self.info.items() if k != "skipped_keys"}
         return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **info}
 
+    folds_scale = False  # merged_delta multiplies τ by a term's coefficient after computing it
+
     def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
         """τ for one key: a new float32 tensor on ``device`` (owned by the caller)."""
         device = torch.device(device)
         ft, _ = self.ft_refs[key].evaluate(key, device, exact_dtype=True)
         base, _ = self.base_refs[key].evaluate(key, device, exact_dtype=False)
         return ft.sub_(base)
+
+    def scaled_delta(self, key: str, device: torch.device | str, scale: float) -> torch.Tensor:
+        """``scale``·τ for one key (a new float32 tensor)."""
+        v = self.delta(key, device)
+        return v.mul_(scale) if scale != 1.0 else v
 
 
 def describe_model(m: ModelPatcher) -> str:
@@ -262,6 +269,12 @@ class MergeSpec:
         for t in self.terms:
             if t.source not in uses:
                 continue
+            tv = self.task_vectors[t.source]
+            if tv.folds_scale and not (t.dare and self.p > 0.0):
+                # a LoRA: coefficient folded into its own scale, as core applies a LoRA at that strength (bit for bit)
+                uses[t.source] -= 1
+                parts.append(tv.scaled_delta(key, device, t.coeff))
+                continue
             if t.source not in taus:
                 taus[t.source] = self.task_vectors[t.source].delta(key, device)
             uses[t.source] -= 1
@@ -307,8 +320,10 @@ class MergeAdapter(WeightAdapterBase):
     Constructed like every core adapter, ``MergeAdapter(loaded_keys, weights)``, with ``weights`` =
     ``(MergePayload,)``: ComfyUI 0.33 rebuilds adapters as ``type(v)(v.loaded_keys, prepared_weights)``
     when it prefetches low-VRAM / dynamic-VRAM patches, and the rebuilt adapter must compute the same.
-    The float32 result is rounded once to the key's storage dtype (``store_dtypes``), so full loads,
-    low-VRAM partial loads, prefetched patches and bakes give bit-identical weights.
+    The float32 result is rounded once to the key's storage dtype (``store_dtypes``) the way ComfyUI rounds any
+    patched weight (stochastic rounding seeded by the key: fp16 to nearest, bf16 stochastically), so full loads,
+    low-VRAM partial loads, prefetched patches and bakes give bit-identical weights, and a LoRA task vector at
+    weight w equals core's LoRA at strength w.
     """
 
     name = "i2v_motion_merge"
@@ -353,7 +368,7 @@ class MergeAdapter(WeightAdapterBase):
         res.add_(delta)
         store = self.store_dtypes.get(key)
         if store in _FLOAT_STORE and store != weight.dtype:
-            weight.copy_(res.to(store))  # round once to the storage dtype
+            weight.copy_(round_to_storage(res, store, key))  # round once, as ComfyUI rounds any patched weight
         elif res is not weight:
             weight.copy_(res)
         return weight

@@ -26,6 +26,8 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "I2VMotion_TrailingSchedule": ["sigmas", "scheduler", "uniform trailing", "uniform", "official schedule", "DynamiCrafter"],
     "I2VMotion_VideoRescaleCFG": ["rescale cfg", "guidance rescale", "video", "DynamiCrafter"],
     "I2VMotion_TaskVector": ["task vector", "difference", "fine-tune", "delta", *_MERGE],
+    "I2VMotion_LoraTaskVector": ["LoRA", "lora task vector", "extrapolate LoRA", "DARE LoRA", "TIES LoRA", "Wan",
+                                 *_MERGE],
     "I2VMotion_ApplyTaskVectors": ["task arithmetic", "DARE", "TIES", "dare_ties", "add difference", *_MERGE],
     "I2VMotion_EDGExperts": ["DARE", "dynamics expert", "control expert", "motion", *_MERGE],
     "I2VMotion_BakeMerged": ["save merge", "bake", "safetensors", "checkpoint save", *_MERGE],

@@ -3,6 +3,7 @@ spatio-temporal masked denoising for any I2V MODEL, and weight-free metrics. Thi
 :mod:`..layout`."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -15,8 +16,11 @@ from ..layout import (FILLS, INTERPOLATIONS, Layout, LayoutDenoiseMask, PathRefu
                       compose_latents, composite_guide, confine, draw_layout, evaluate_layout, format_layout,
                       input_case_names, json_safe, latent_grow, layout_from_masks, layout_mask, list_cases, load_case,
                       merge_layouts, parse_layout, region_masks, region_stack, static_mask)
+from ..comfy_bridge.sampling import model_sampling_of, noise_percent
+from ..families import temporal_ratio
 from ..guards import ensure_guards
-from ..limits import MAX_FRAMES, MAX_SIDE, check_alloc, nbytes, vae_encode_need
+from ..layout.frames import check_frame_count, combine_regions, latent_frames
+from ..limits import MAX_FRAMES, MAX_SIDE, check_alloc, check_path_text, nbytes, vae_encode_need
 
 log = logging.getLogger("i2v_motion.layout")
 
@@ -241,7 +245,7 @@ def _case_roots() -> list[Path]:
 def _resolve_folder(folder: str) -> Path:
     """The case folder: empty = shipped cases; relative = inside the input folder (then the pack); confined to
     :func:`_case_roots` (absolute paths and ``..`` that leave them are refused)."""
-    text = folder.strip()
+    text = check_path_text(folder.strip(), "layout case folder")
     if not text:
         return CASES_DIR
     roots = _case_roots()
@@ -284,7 +288,7 @@ def case_choices() -> list[str]:
 def _resolve_case(folder: str, name: str) -> tuple[Path, str | None]:
     """(case folder, case stem or None for by-index). ``sub/case`` names live in the input folder (confined);
     plain names are looked up in ``folder`` (empty: the shipped cases)."""
-    name = name.strip()
+    name = check_path_text(name.strip(), "layout case name")
     if not name or name == BY_INDEX:
         return _resolve_folder(folder), None
     if "/" in name or "\\" in name:
@@ -333,7 +337,7 @@ class LayoutCaseLoader(io.ComfyNode):
     @classmethod
     def execute(cls, folder: str, index: int, name: str) -> io.NodeOutput:
         path, stem = _resolve_case(folder, name)
-        case = load_case(path, index if stem is None else stem)
+        case = load_case(path, index if stem is None else stem, _case_roots())
         preview = list(ui.ImageSaveHelper.save_images(case.image, filename_prefix="i2v_layout_case",
                                                       folder_type=io.FolderType.temp, cls=None, compress_level=1))
         return io.NodeOutput(case.image, case.layout, case.caption, case.name, ui={"i2v_case_image": preview})
@@ -352,7 +356,9 @@ class LayoutGuide(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The source image (first frame is used)."),
                 LayoutType.Input("layout", tooltip="Key boxes; each object's frame-0 box is its place in the image."),
-                io.Vae.Input("vae", tooltip="The I2V model's VAE (frames-as-batch latents: DynamiCrafter, SVD)."),
+                io.Vae.Input("vae", tooltip="The I2V model's own VAE: frames-as-batch image VAEs (DynamiCrafter, SVD) or "
+                                            "video VAEs that pack 4 frames into a latent frame (Wan 2.1 / 2.2; the "
+                                            "layout then needs 1 + 4k frames)."),
                 io.Float.Input("feather", default=8.0, min=0.0, max=256.0, step=0.5,
                                tooltip="Outward soft edge of each pasted box, in pixels."),
                 io.Float.Input("margin", default=4.0, min=0.0, max=256.0, step=0.5,
@@ -367,7 +373,8 @@ class LayoutGuide(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="guide", tooltip="Guide frames [T, H, W, 3]."),
                      io.Latent.Output(display_name="guide_latent",
-                                      tooltip="Guide latents [T, C, h, w] for Layout Masked Denoise."),
+                                      tooltip="Guide latents for Layout Masked Denoise: [T, C, h, w] (image VAEs) or "
+                                              "[1, C, T', h, w] (video VAEs, T' = (T − 1) / 4 + 1)."),
                      io.Image.Output(display_name="plate", tooltip="The background plate used.")],
         )
 
@@ -391,27 +398,32 @@ class LayoutGuide(io.ComfyNode):
             plate_chw = _frames_chw(plate)
             plate_chw = plate_chw[0] if plate_chw.shape[0] == 1 else plate_chw
         n_obj = len(layout.objects)
-        chunk = 8
+        ratio = temporal_ratio(vae)
+        check_frame_count(T, ratio, "the layout")
+        chunk = 8 if ratio == 1 else T  # a video VAE encodes the whole video at once (it is causal in time)
         n_chunks = math.ceil(T / chunk)
         total = n_obj + 1 + n_chunks
         prog = _progress(total)
         frames, used_plate = composite_guide(src, layout, plate_chw, feather, margin, fill,
-                                               progress=lambda i, n: prog(i, total))
+                                             progress=lambda i, n: prog(i, total))
         guide = _to_image(frames)
-        src_lat = vae.encode(image[:1, ..., :3])
-        if src_lat.ndim != 4:
-            raise ValueError(f"the VAE makes {src_lat.ndim}-D latents {tuple(src_lat.shape)}; the layout guide "
-                             f"needs a frames-as-batch image VAE (DynamiCrafter, SVD)")
+        if ratio == 1:
+            src_lat = vae.encode(image[:1, ..., :3])
+        else:  # the static source video's latents: what the guide must equal outside the changed boxes
+            src_lat = vae.encode(image[:1, ..., :3].expand(T, -1, -1, -1))
+        if src_lat.ndim == 5 and ratio == 1:
+            raise ValueError(f"the VAE makes video latents {tuple(src_lat.shape)} but says nothing of how it packs frames "
+                             f"(no downscale_index_formula); the layout guide cannot map frames to its latent frames")
         prog(n_obj + 1, total)
         lats = []
         for i in range(n_chunks):
             lats.append(vae.encode(guide[i * chunk:(i + 1) * chunk]).to(src_lat))
             prog(n_obj + 2 + i, total)
-        lat = torch.cat(lats, 0)
-        ratio = max(1, round(H / lat.shape[-2]))
-        samples = compose_latents(src_lat, lat, layout, latent_grow(feather, margin, ratio))
+        lat = torch.cat(lats, 0 if ratio == 1 else 2)
+        scale = max(1, round(H / lat.shape[-2]))
+        samples = compose_latents(src_lat, lat, layout, latent_grow(feather, margin, scale), ratio)
         plate_img = _to_image(used_plate if used_plate.ndim == 4 else used_plate[None])
-        return io.NodeOutput(guide, {"samples": samples}, plate_img)
+        return io.NodeOutput(guide, {"samples": samples, RATIO_KEY: ratio}, plate_img)
 
 
 class LayoutMaskedDenoise(io.ComfyNode):
@@ -421,30 +433,38 @@ class LayoutMaskedDenoise(io.ComfyNode):
             node_id="I2VMotion_LayoutMaskedDenoise",
             display_name="Layout Masked Denoise",
             category=CATEGORY,
-            description="Spatio-temporal masked denoising for any I2V MODEL: per-frame region masks and a "
-                        "per-step schedule (ComfyUI noise mask + denoise-mask function). Sample the returned "
-                        "MODEL and LATENT with a stock KSampler or SamplerCustomAdvanced at denoise 1.0.",
+            description="Spatio-temporal masked denoising for any I2V MODEL: region masks per latent frame and a "
+                        "schedule over the whole run's noise level (ComfyUI noise mask + denoise-mask function). Sample "
+                        "the returned MODEL and LATENT with a stock KSampler, SamplerCustomAdvanced, or two "
+                        "KSamplerAdvanced (Wan 2.2's two experts: apply this node to both models with the same "
+                        "settings) at denoise 1.0.",
             inputs=[
-                io.Model.Input("model", tooltip="The I2V model (DynamiCrafter from this pack, SVD from core); not modified."),
+                io.Model.Input("model", tooltip="The I2V model (DynamiCrafter from this pack; SVD, Wan 2.1 / 2.2 from core); "
+                                                "not modified."),
                 io.Latent.Input("guide_latent", tooltip="Guide latents from Layout Guide Video."),
                 LayoutType.Input("layout", tooltip="The same layout the guide was made from."),
                 io.Float.Input("object_end", default=0.4, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the steps the object region follows the guide (position, "
-                                       "size); afterwards the model is free (in-place motion, blending)."),
+                               tooltip="Point of the whole run (0 = pure noise … 1 = clean, ComfyUI's start/end percent; "
+                                       "with the usual schedulers the share of the steps) until which the object region "
+                                       "follows the guide (position, size); afterwards the model is free (in-place "
+                                       "motion, blending). The same point whether one sampler or two split the run."),
                 io.Float.Input("vacated_end", default=0.8, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the steps the vacated region is held to the plate "
-                                       "(motion afterimage suppression)."),
+                               tooltip="Point of the run until which the vacated region is held to the plate (motion "
+                                       "afterimage suppression). The three ends are independent: each region is held "
+                                       "until its own end, in any order."),
                 io.Float.Input("background_end", default=0.9, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the steps the background is held to the source "
+                               tooltip="Point of the run until which the background is held to the source "
                                        "(1.0 = keep it exactly)."),
                 io.Float.Input("feather", default=1.0, min=0.0, max=64.0, step=0.25,
                                tooltip="Soft edge of the region masks, in latent pixels."),
                 io.Float.Input("margin", default=1.0, min=0.0, max=64.0, step=0.25,
                                tooltip="Grow the boxes of the region masks by this many latent pixels."),
                 io.Latent.Input("reference", optional=True,
-                                tooltip="Optional latent from the I2V conditioning node (e.g. SVD_img2vid_Conditioning) "
-                                        "to check that frames and size match the guide. A batch of videos there "
-                                        "(batch_size × frames) gives a latent with the guide for every video."),
+                                tooltip="Optional latent from the I2V conditioning node (SVD_img2vid_Conditioning, "
+                                        "DynamiCrafter Image to Video, WanImageToVideo, Wan22ImageToVideoLatent) to "
+                                        "check that frames and size match the guide. A batch of videos there gives a "
+                                        "latent with the guide for every video; its own noise mask (Wan 2.2 TI2V's start "
+                                        "frame) is kept, multiplied with the layout's."),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="A clone of the model with the layout schedule."),
                      io.Latent.Output(display_name="latent", tooltip="Guide latents with the region noise mask.")],
@@ -455,34 +475,28 @@ class LayoutMaskedDenoise(io.ComfyNode):
                 background_end: float, feather: float, margin: float, reference: dict | None = None) -> io.NodeOutput:
         samples = guide_latent["samples"]
         T = layout.frames
-        if samples.ndim == 4:
-            frames, (h, w) = samples.shape[0], samples.shape[-2:]
-        elif samples.ndim == 5:
-            frames, (h, w) = samples.shape[2], samples.shape[-2:]
-        else:
-            raise ValueError(f"guide latent must be [T, C, h, w] (frames as batch), got {tuple(samples.shape)}")
-        if frames != T:
-            raise ValueError(f"guide latent has {frames} frames but the layout has {T}")
-        videos = 1
+        if samples.ndim not in (4, 5):
+            raise ValueError(f"guide latent must be [T, C, h, w] (frames as batch) or [1, C, T', h, w] (video VAE); "
+                             f"got {tuple(samples.shape)}")
+        h, w = samples.shape[-2:]
+        ratio = _temporal_ratio(model, guide_latent, T)
+        check_frame_count(T, ratio, "the layout")
+        lat_frames = latent_frames(T, ratio)
+        frames = samples.shape[0] if samples.ndim == 4 else samples.shape[2]
+        if frames != lat_frames:
+            unit = "frames" if ratio == 1 else f"latent frames ({T} frames at {ratio} per latent frame after the first)"
+            raise ValueError(f"guide latent has {frames} frames but the layout needs {lat_frames} {unit}; make the guide "
+                             f"from this layout with Layout Guide Video")
+        videos, base_mask = 1, None
         if reference is not None:
-            ref = reference["samples"]
-            ref_frames = ref.shape[0] if ref.ndim == 4 else ref.shape[2] if ref.ndim == 5 else None
-            if ref_frames is not None and ref_frames != frames and not (ref.ndim == 4 and ref_frames % frames == 0):
-                raise ValueError(f"frame-count mismatch: the layout and its guide latent have {frames} frames but the "
-                                 f"reference (conditioning) latent has {ref_frames}; set the layout's frames (Layout from "
-                                 f"JSON) or the I2V node's length so they agree")
-            if tuple(ref.shape[1:]) != tuple(samples.shape[1:]) or (ref.ndim == 5 and ref.shape[0] != samples.shape[0]):
-                raise ValueError(
-                    f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
-                    f"(conditioning) latent is {tuple(ref.shape)}; resize the source image to the conditioning "
-                    f"size ({ref.shape[-1] * 8}x{ref.shape[-2] * 8} px for an 8x VAE) before Layout Guide Video")
-            if ref.ndim == 4:
-                videos = ref_frames // frames  # a batch of videos (frames-as-batch): the guide for every video
+            videos, base_mask = _check_reference(reference, samples, T, ratio)
         if "noise_mask" in guide_latent:
             log.warning("guide latent already has a noise_mask; it is replaced by the layout regions")
         r = region_masks(layout, h, w, feather, margin)
-        regions = region_stack(r["objects"], r["vacated"], r["background"])
-        fn = LayoutDenoiseMask(regions, RegionSchedule(object_end, vacated_end, background_end))
+        regions = combine_regions(region_stack(r["objects"], r["vacated"], r["background"]), ratio)
+        fallback = model.get_model_object("model_sampling")
+        fn = LayoutDenoiseMask(regions, RegionSchedule(object_end, vacated_end, background_end),
+                               functools.partial(_noise_progress, fallback), base_mask)
         m = model.clone()
         if "denoise_mask_function" in m.model_options:
             log.warning("the model already has a denoise-mask function (e.g. Differential Diffusion); the layout "
@@ -490,12 +504,78 @@ class LayoutMaskedDenoise(io.ComfyNode):
         m.set_model_denoise_mask_function(fn)
         ensure_guards(m)
         out = {k: v for k, v in guide_latent.items() if k != "noise_mask"}
-        mask = static_mask(regions)
-        out["noise_mask"] = mask if samples.ndim == 4 else mask[None, :, 0][:, None]
-        if videos > 1:
-            out["samples"] = samples.repeat(videos, 1, 1, 1)
-            out["noise_mask"] = out["noise_mask"].repeat(videos, 1, 1, 1)
+        mask = static_mask(regions)  # [T', 1, h, w]
+        if samples.ndim == 4:
+            out["noise_mask"] = mask
+            if videos > 1:
+                out["samples"] = samples.repeat(videos, 1, 1, 1)
+                out["noise_mask"] = mask.repeat(videos, 1, 1, 1)
+        else:
+            mask = mask[:, 0][None, None]  # [1, 1, T', h, w]
+            if base_mask is not None:
+                mask = mask * base_mask.to(mask)
+            out["samples"] = samples.expand(max(videos, samples.shape[0]), -1, -1, -1, -1).contiguous()
+            out["noise_mask"] = mask.expand(out["samples"].shape[0], -1, -1, -1, -1).contiguous()
         return io.NodeOutput(m, out)
+
+
+RATIO_KEY = "i2v_temporal_ratio"  # frames per latent frame of the VAE a guide latent came from (Layout Guide Video)
+
+
+def _temporal_ratio(model, guide_latent: dict, frames: int) -> int:
+    """Frames per latent frame, as ComfyUI says it: the guide's VAE (recorded by Layout Guide Video), else the model's
+    latent format (``temporal_downscale_ratio``, 0.33+), else what the guide's shape implies."""
+    if isinstance(guide_latent.get(RATIO_KEY), int):
+        return guide_latent[RATIO_KEY]
+    samples = guide_latent["samples"]
+    fmt = getattr(getattr(model, "model", None), "latent_format", None)
+    if samples.ndim == 4:
+        return 1
+    ratio = temporal_ratio(None, fmt)
+    if ratio == 1 and samples.shape[2] > 1 and frames > samples.shape[2]:
+        ratio = max(1, (frames - 1) // (samples.shape[2] - 1))
+    return ratio
+
+
+def _check_reference(reference: dict, samples: torch.Tensor, frames: int, ratio: int) -> tuple[int, torch.Tensor | None]:
+    """(videos in the reference, its own noise mask or None); ValueError naming both sides of a mismatch."""
+    ref = reference["samples"]
+    if ref.ndim != samples.ndim:
+        raise ValueError(f"the reference latent {tuple(ref.shape)} is not the guide's kind {tuple(samples.shape)}: "
+                         f"{'video' if ref.ndim == 5 else 'frames-as-batch'} vs "
+                         f"{'video' if samples.ndim == 5 else 'frames-as-batch'} latents; use the same model's VAE")
+    if ref.ndim == 4:
+        ref_frames, lat = ref.shape[0], samples.shape[0]
+        if ref_frames != lat and ref_frames % lat:
+            raise ValueError(f"frame-count mismatch: the layout and its guide latent have {lat} frames but the "
+                             f"reference (conditioning) latent has {ref_frames}; set the layout's frames (Layout from "
+                             f"JSON) or the I2V node's length so they agree")
+        if tuple(ref.shape[1:]) != tuple(samples.shape[1:]):
+            raise ValueError(
+                f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
+                f"(conditioning) latent is {tuple(ref.shape)}; resize the source image to the conditioning "
+                f"size ({ref.shape[-1] * 8}x{ref.shape[-2] * 8} px for an 8x VAE) before Layout Guide Video")
+        return ref_frames // lat, None
+    ref_lat = ref.shape[2]
+    if ref_lat != samples.shape[2]:
+        raise ValueError(f"frame-count mismatch: the layout has {frames} frames = {samples.shape[2]} latent frames, but "
+                         f"the reference (conditioning) latent has {ref_lat} latent frames ({1 + ratio * (ref_lat - 1)} "
+                         f"frames); set the layout's frames or the I2V node's length (1 + {ratio}k) so they agree")
+    if tuple(ref.shape[1:]) != tuple(samples.shape[1:]):
+        raise ValueError(f"image/latent size mismatch: the guide latent is {tuple(samples.shape)} but the reference "
+                         f"(conditioning) latent is {tuple(ref.shape)}; resize the source image to the conditioning "
+                         f"node's width x height before Layout Guide Video")
+    base = reference.get("noise_mask")
+    if base is not None:
+        base = base.float().reshape(base.shape[0], 1, *base.shape[-3:]) if base.ndim == 5 else None
+    return int(ref.shape[0]), base
+
+
+def _noise_progress(fallback, sigma, extra_options) -> float:
+    """The run's progress at ``sigma`` on ComfyUI's noise scale, with the sampler's own model sampling (a shift set
+    after this node counts)."""
+    ms = model_sampling_of((extra_options or {}).get("model")) or fallback
+    return noise_percent(ms, sigma)
 
 
 class LayoutMetrics(io.ComfyNode):

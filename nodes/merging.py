@@ -14,8 +14,10 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..comfy_bridge.probes import cli_flag
+from ..limits import check_path_text
 from ..merging.bake import OUT_DTYPES, bake_model, clean_stale_partials
 from ..merging.filters import PRESET_HELP, PRESETS
+from ..merging.lora import make_lora_task_vector
 from ..merging.methods import METHODS, method_help
 from ..merging.patches import apply_task_vectors, edg_experts, make_task_vector
 
@@ -91,6 +93,41 @@ class TaskVector(io.ComfyNode):
         log.info("task vector: %d keys, %.1f M parameters (%s)", len(tv), tv.num_params / 1e6, filter)
         report = _skipped_report(tv)
         return io.NodeOutput(tv, ui=ui.PreviewText(report)) if report else io.NodeOutput(tv)
+
+
+class LoraTaskVector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="I2VMotion_LoraTaskVector",
+            display_name="LoRA as Task Vector",
+            category=CATEGORY,
+            description="A LoRA file as a task vector τ = α/r·B·A over the model it is for, computed per key when a "
+                        "merged model loads (core's own LoRA arithmetic): extrapolate it (weight > 1, negative), DARE "
+                        "it, or TIES-combine several LoRAs in Apply Task Vectors. With method sum and weight w the "
+                        "weights equal Load LoRA (model only) at strength w.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the LoRA was trained on (e.g. Wan 2.1 I2V 14B for a Wan 2.1 "
+                                                "I2V LoRA); the task vector's keys are read with this model's key map."),
+                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
+                               tooltip="A LoRA in models/loras, in any format core's LoRA loaders read (kohya "
+                                       "lora_unet_*, diffusers/PEFT lora_A/lora_B, LoCon, LoHa, LoKr); DoRA is refused "
+                                       "(it rescales the base weight, not a task vector)."),
+                *_filter_inputs(),
+            ],
+            outputs=[TaskVectorType.Output(display_name="task_vector",
+                                           tooltip="Task vector for Apply Task Vectors (with fine-tune task vectors "
+                                                   "or other LoRAs of the same model).")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_name: str, filter: str = "all", regex: str = "") -> io.NodeOutput:
+        path = folder_paths.get_full_path("loras", lora_name)
+        if path is None:
+            raise ValueError(f"LoRA {lora_name!r} not found in models/loras")
+        tv = make_lora_task_vector(model, path, filter, regex)
+        log.info("LoRA task vector %s: %d keys, %.1f M parameters (%s)", lora_name, len(tv), tv.num_params / 1e6, filter)
+        return io.NodeOutput(tv)
 
 
 class ApplyTaskVectors(io.ComfyNode):
@@ -233,7 +270,7 @@ class BakeMerged(io.ComfyNode):
     @classmethod
     def execute(cls, model, filename_prefix: str = "i2v_motion/merged", folder: str = "output",
                 dtype: str = "keep") -> io.NodeOutput:
-        prefix = filename_prefix.strip()
+        prefix = check_path_text(filename_prefix.strip(), f"filename_prefix {filename_prefix[:80]!r}")
         if not prefix or os.path.basename(prefix.replace("\\", "/")) in ("", ".", ".."):
             raise ValueError(f"filename_prefix {filename_prefix!r} has no file name: give e.g. 'i2v_motion/merged'")
         out_dir = _bake_dir(folder)
@@ -269,4 +306,4 @@ class BakeMerged(io.ComfyNode):
         return io.NodeOutput(path, ui=ui.PreviewText(msg))
 
 
-NODES = [TaskVector, ApplyTaskVectors, EDGExperts, BakeMerged]
+NODES = [TaskVector, LoraTaskVector, ApplyTaskVectors, EDGExperts, BakeMerged]

@@ -8,8 +8,10 @@ from ..experts import MODES, UNITS, expert_schedule, parse_points
 CATEGORY = "i2v_motion/merging"
 MAX_EXPERTS = 4
 
-_UNIT_TIP = ("timestep: switch at a DDPM timestep (999 = pure noise … 0 = clean), independent of the number of "
-             "steps. fraction: switch after that share of the sampling run's steps.")
+_UNIT_TIP = ("timestep: switch at a timestep of the model's family, independent of the number of steps: DDPM "
+             "timesteps for DynamiCrafter and SVD (999 = pure noise … 0 = clean), the model's own timestep for flow "
+             "models (Wan: σ·1000, 1000 = pure noise; Wan 2.2 A14B's official boundary is 900). fraction: switch after "
+             "that share of the sampling run's steps.")
 
 
 class ExpertSchedule(io.ComfyNode):
@@ -33,7 +35,8 @@ class ExpertSchedule(io.ComfyNode):
                 io.Combo.Input("switch_unit", options=list(UNITS), default="timestep", tooltip=_UNIT_TIP),
                 io.Float.Input("switch_timestep", default=500.0, min=0.0, max=1000.0, step=1.0,
                                tooltip="unit 'timestep': high_noise runs while t > this, low_noise from t ≤ this "
-                                       "(EDG: 500, i.e. steps 1–25 of 50 trailing DDIM steps)."),
+                                       "(EDG on DynamiCrafter: 500, i.e. steps 1–25 of 50 trailing DDIM steps; Wan 2.2 "
+                                       "A14B: 900, the official boundary, in Wan's own timestep σ·1000)."),
                 io.Float.Input("switch_fraction", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="unit 'fraction': high_noise runs the first round(fraction × steps) steps of "
                                        "the run, low_noise the rest (0: low_noise only; 1: high_noise only)."),

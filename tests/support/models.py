@@ -90,3 +90,48 @@ def sample_dc(model) -> torch.Tensor:
     neg = [[torch.zeros(1, 77, 64), {**cond, "clip_vision_tokens": torch.zeros(1, 257, 64)}]]
     latent = {"samples": torch.zeros(2, 4, 8, 8)}
     return comfy_nodes.common_ksampler(model, 0, 2, 3.0, "euler", "normal", pos, neg, latent)[0]["samples"]
+
+
+# -- Wan 2.1 / 2.2 (core's own WanModel, tiny widths) -------------------------------------------------------------------
+
+WAN_KINDS: dict[str, dict] = {
+    # what core's detection reads from the repackaged files (comfy/model_detection.py), at tiny widths
+    "wan21_i2v": {"model_type": "i2v", "in_dim": 36, "out_dim": 16},     # Wan 2.1 I2V 14B: img_emb, k_img / v_img
+    "wan22_a14b": {"model_type": "t2v", "in_dim": 36, "out_dim": 16},    # Wan 2.2 I2V A14B expert: no image embedding
+    "wan22_ti2v": {"model_type": "t2v", "in_dim": 48, "out_dim": 48},    # Wan 2.2 TI2V 5B: 48-channel latents
+}
+WAN_DIM, WAN_FFN, WAN_LAYERS = 128, 256, 2  # core derives heads as dim // 128: one head
+
+
+def wan_config(kind: str) -> dict:
+    """The unet config core's detection makes for a Comfy-Org repackaged Wan file of ``kind``, at tiny widths."""
+    spec = WAN_KINDS[kind]
+    return {"image_model": "wan2.1", "dim": WAN_DIM, "out_dim": spec["out_dim"], "num_heads": WAN_DIM // 128,
+            "ffn_dim": WAN_FFN, "num_layers": WAN_LAYERS, "patch_size": (1, 2, 2), "freq_dim": 256,
+            "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
+            "in_dim": spec["in_dim"], "model_type": spec["model_type"]}
+
+
+def tiny_wan(kind: str = "wan21_i2v", seed: int = 0, dtype: torch.dtype = torch.float32,
+             perturb_of: int | None = None, scale: float = 0.05) -> comfy.model_patcher.ModelPatcher:
+    """Core's own Wan model (the model class core's detection picks for ``kind``) with random weights; with
+    ``perturb_of``: model ``perturb_of``'s weights plus ``scale``·noise(seed), a stand-in fine-tune."""
+    import comfy.model_detection
+
+    mc = comfy.model_detection.model_config_from_unet_config(wan_config(kind))
+    assert mc is not None, f"core has no model config for {kind}"
+    mc.set_inference_dtype(dtype, None)
+    model = mc.get_model({})
+    model.requires_grad_(False)
+    init_random_perturbed_(model.diffusion_model, seed, perturb_of, scale)
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+def wan_text(text: str = "a boat", tokens: int = 8, negative: bool = False) -> list:
+    """umT5-XXL-shaped text conditioning ``[[tensor [1, tokens, 4096], {}]]`` (what CLIPTextEncode returns for Wan),
+    deterministic per text: the tests' stand-in for the 5.7 B-parameter text encoder."""
+    from i2v_motion.merging.ops import key_seed
+
+    g = torch.Generator().manual_seed(key_seed(0, text, "wan_text") & 0x7FFFFFFF)
+    t = torch.zeros(1, tokens, 4096) if negative else torch.randn(1, tokens, 4096, generator=g) * 0.1
+    return [[t, {}]]

@@ -24,11 +24,12 @@ COND = [[torch.zeros(1, 4, 32), {}]]
 class FakeVAE:
     """Stand-in VAE: 8x average pooling and a fixed 3 -> 4 channel map (SD-like latent range)."""
 
+    scale = 8  # pixels per latent pixel
     M = torch.tensor([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0], [1.5, 1.5, 1.5]])
     b = torch.tensor([-2.0, -2.0, -2.0, -2.25])
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(pixels[..., :3].movedim(-1, 1).float(), 8)
+        x = F.avg_pool2d(pixels[..., :3].movedim(-1, 1).float(), self.scale)
         return torch.einsum("ck,bkhw->bchw", self.M, x) + self.b[None, :, None, None]
 
 
@@ -54,13 +55,14 @@ def tiny_model() -> comfy.model_patcher.ModelPatcher:
 
 
 def predicting(model, target: torch.Tensor):
-    """A clone whose denoised prediction is always ``target`` ``[T, C, h, w]`` (VAE latent space)."""
+    """A clone whose denoised prediction is always ``target`` (VAE latent space: ``[T, C, h, w]`` frames as batch or
+    ``[1, C, T', h, w]`` video latents)."""
     m = model.clone()
     t_in = m.model.process_latent_in(target)
 
     def wrapper(apply_model, args):
         x = args["input"]
-        return t_in.repeat(x.shape[0] // t_in.shape[0], 1, 1, 1).to(x)
+        return t_in.repeat(x.shape[0] // t_in.shape[0], *([1] * (t_in.ndim - 1))).to(x)
 
     m.set_model_unet_function_wrapper(wrapper)
     return m
@@ -123,3 +125,46 @@ def record_progress(model) -> list[float]:
     recording.inner = fn
     model.set_model_denoise_mask_function(recording)
     return seen
+
+
+# -- video VAEs that pack frames (Wan-shaped latents) -------------------------------------------------------------------
+
+class PackingVAE(FakeVAE):
+    """Stand-in for a causal video VAE with ``ratio`` frames per latent frame after the first (Wan: 4), as ComfyUI
+    describes one (``downscale_index_formula``): 5-D latents ``[1, channels, T', h, w]``. Latent frame ``j`` is the
+    linear map of the last of its frames (sample and hold), repeated over ``channels // 4`` channel groups; decode
+    repeats each latent frame over its frames. A stand-in whose latents can be tracked, not Wan's VAE."""
+
+    def __init__(self, ratio: int = 4, channels: int = 16, scale: int = 8):
+        self.ratio, self.channels, self.scale = ratio, channels, scale
+        self.downscale_index_formula = (ratio, scale, scale)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        from i2v_motion.layout.frames import pixel_frames_of
+
+        lat = super().encode(pixels[pixel_frames_of(pixels.shape[0], self.ratio)])  # [T', 4, h, w]
+        return lat.repeat(1, self.channels // 4, 1, 1).movedim(0, 1)[None]
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        from i2v_motion.layout.frames import frames_for_latents, latent_groups
+
+        lat = latent[0, :4].movedim(1, 0)  # [T', 4, h, w]
+        idx = [j for j, g in enumerate(latent_groups(frames_for_latents(lat.shape[0], self.ratio), self.ratio))
+               for _ in g]
+        rgb = torch.einsum("kc,tchw->tkhw", torch.linalg.pinv(self.M), lat[idx] - self.b[None, :, None, None])
+        return F.interpolate(rgb, scale_factor=self.scale, mode="nearest").movedim(1, -1).clamp(0, 1)
+
+
+def stretch(layout, frames: int):
+    """The layout over ``frames`` frames, its key frames moved in proportion (the same path, slower)."""
+    objs = [L.make_object(o.phrase, [(round(k.frame * (frames - 1) / (layout.frames - 1)), k.box) for k in o.keys],
+                          frames, i, o.interpolation) for i, o in enumerate(layout.objects)]
+    return L.Layout(frames=frames, objects=tuple(objs), size_space=layout.size_space)
+
+
+def layout_at(layout, frames: list[int]):
+    """A layout of ``len(frames)`` frames whose frame i has ``layout``'s boxes at ``frames[i]`` (every frame a key)."""
+    boxes = layout.boxes()
+    objs = [L.make_object(o.phrase, [(i, boxes[n, f].tolist()) for i, f in enumerate(frames)], len(frames), n,
+                          "linear") for n, o in enumerate(layout.objects)]
+    return L.Layout(frames=len(frames), objects=tuple(objs), size_space=layout.size_space)

@@ -166,11 +166,11 @@ def test_region_masks_partition():
         {"boxes": [[0, 0.1, 0.1, 0.3, 0.4], [15, 0.6, 0.5, 0.9, 0.9]]},
         {"boxes": [[0, 0.5, 0.1, 0.7, 0.3]]}]}, frames=16)
     r = region_masks(lay, 32, 48, feather=1.5, margin=1.0)
-    total = r["object"] + r["vacated"] + r["background"]
+    total = r["objects"] + r["vacated"] + r["background"]
     assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
     assert float(r["vacated"][0].max()) < 1e-6          # nothing left yet at frame 0
     assert float(r["vacated"][15].sum()) > 20           # the first object's source box is vacated
-    assert float(r["object"][15, 25, 36]) == 1.0        # inside the moved box
+    assert float(r["objects"][15, 25, 36]) == 1.0        # inside the moved box
 
 
 def test_layout_from_masks():

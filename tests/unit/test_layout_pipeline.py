@@ -27,6 +27,16 @@ from support.oracle import (CASES, COND, STEPS, FakeVAE, Run, VideoVAE, posterio
                             sample, tiny_model)
 
 
+def _run_points(model, scheduler: str) -> list[float]:
+    """Where each step of a ``scheduler`` run lies on ComfyUI's noise scale (1 − t/999 for this DDPM model):
+    with ComfyUI's usual schedulers about the share of the steps done."""
+    ms = model.get_model_object("model_sampling")
+    sig = comfy.samplers.calculate_sigmas(ms, scheduler, STEPS)
+    pts = [1.0 - float(ms.timestep(s.reshape(1))) / 999.0 for s in sig[:-1]]
+    assert pts[0] == pytest.approx(0.0) and pts == sorted(pts)
+    return pts
+
+
 @pytest.fixture(scope="module")
 def base():
     return tiny_model()
@@ -76,7 +86,7 @@ def test_schedule_is_applied_by_the_sampler(guide_runs):
     fn = r.model.model_options["denoise_mask_function"]
     assert isinstance(fn.inner, L.LayoutDenoiseMask)
     calls = r.calls[-STEPS:]
-    assert calls == pytest.approx([i / STEPS for i in range(STEPS)])
+    assert calls == pytest.approx(_run_points(r.model, "normal"))
     assert r.latent["noise_mask"].shape == (16, 1, 40, 64)
     assert (r.out - r.g).abs().max() < 1e-4  # everything ends at the guide with this denoiser
 
@@ -86,6 +96,7 @@ def test_schedule_per_step_and_region(base):
     model, latent = r.masked(base, ends=(0.4, 0.8, 0.9))
     fn = model.model_options["denoise_mask_function"]
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", STEPS)
+    pts = _run_points(model, "normal")
     reg = fn.regions  # object, vacated, background
     core = {k: (reg[i] > 0.999) for i, k in enumerate(("object", "vacated", "background"))}
     shape = (16, 4, 40, 64)
@@ -93,13 +104,14 @@ def test_schedule_per_step_and_region(base):
         m = fn(sigmas[i:i + 1], torch.ones(shape), {"sigmas": sigmas})
         assert m.shape == shape
         for k, end in (("object", 0.4), ("vacated", 0.8), ("background", 0.9)):
-            held = i < round(end * STEPS)
+            held = pts[i] < end  # the run's point of step i (with this scheduler: step i < round(end · STEPS))
+            assert held == (i < round(end * STEPS))
             vals = m[:, 0][core[k]]
             want = 0.0 if held else 1.0
             assert float((vals - want).abs().max()) < 2e-3, (i, k)
-    # a second-order sampler's intermediate sigma counts as the later step
+    # a second-order sampler's intermediate sigma lies between the two steps on the run's noise scale
     mid = (sigmas[7] * sigmas[8]).sqrt()
-    assert L.step_progress(float(mid), sigmas) == pytest.approx(8 / STEPS)
+    assert fn.progress(sigmas[7], {}) < fn.progress(mid, {}) < fn.progress(sigmas[8], {})
     # frames-as-batch multiples (two videos) and 5-D video latents
     assert fn(sigmas[:1], torch.ones(32, 4, 40, 64), {"sigmas": sigmas}).shape == (32, 4, 40, 64)
     m5 = fn(sigmas[:1], torch.ones(1, 4, 16, 40, 64), {"sigmas": sigmas})
@@ -161,7 +173,7 @@ def test_sampler_custom_advanced(base):
     sigmas = cs.BasicScheduler.execute(model, "normal", STEPS, 1.0).result[0]
     out = cs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent).result[0]["samples"]
     assert (out - r.g).abs().max() < 1e-4  # the same result as KSampler (scored in the test above)
-    assert calls[-STEPS:] == pytest.approx([i / STEPS for i in range(STEPS)])
+    assert calls[-STEPS:] == pytest.approx(_run_points(model, "normal"))
 
 
 def test_input_model_is_not_mutated(base):
