@@ -1,5 +1,5 @@
-"""The bad-input catalogue (issue 11): every case a user or a shared workflow can send, through the real loading
-and node code, with what the user must see. A server-level subset runs over HTTP in
+"""The bad-input catalogue (issues 11 and 18): every case a user or a shared workflow can send, through the real
+loading and node code, with what the user must see. A server-level subset runs over HTTP in
 ``tests/integration/test_reliability_http.py``.
 
 | case | what the user sees (the test asserts the gist) | test |
@@ -22,6 +22,14 @@ and node code, with what the user must see. A server-level subset runs over HTTP
 | unknown combo values (0.3.75 does not check V3 combos) | "<Node>: <input> = '<value>' is not one of its choices: ..." | test_unknown_combo_values |
 | bake: empty prefix, unwritable target, diffusion_models folder | "filename_prefix '' has no file name" / "cannot write ..." / writes models/diffusion_models | test_bake_prefix_folder_and_write_errors |
 | kill -9 during a bake | a hidden ``.<name>.<pid>.i2v-partial`` no loader lists, removed at the next start | test_killed_bake_leaves_nothing_visible |
+| a case JSON in input/ that is a link to a file elsewhere (with or without its image) | "layout case 'x' must be inside ComfyUI's input folder or ...", nothing of the outside file quoted | test_case_json_link_out_is_refused |
+| a process with an address-space limit (ulimit -v) | the estimate is refused against what the limit leaves ("more than the N free in RAM"), not torch's "DefaultCPUAllocator: can't allocate memory" | test_memory_reader_in_a_limited_process |
+| a container with a cgroup memory limit (v2 and v1, namespaced or not) | the reader takes ``memory.max − memory.current`` of the tightest level | test_memory_reader_reads_cgroups |
+| bake prefix / case folder / case name with NUL, a 300-byte name, CON / com1.txt, a trailing dot or space | "<what> contains a NUL character …" / "… bytes long …" / "… is a device name on Windows …" / "… ends in a dot …" | test_path_strings_are_checked |
+| a 16-frame layout sampled with 8-frame conditioning (no reference) | "frame-count mismatch: the layout was made for 16 frames but the positive conditioning for 8 (num_video_frames …)" | test_layout_and_conditioning_lengths_must_agree |
+| phase ends in any order | each region is held until its own end (documented; tests/unit/test_layout_wan.py::test_every_order_of_phase_ends_holds_each_region_until_its_own_end) | — |
+| ``start_image`` with 4 images for ``batch_size`` 1 | "start_image holds 4 images for batch_size 1: give 1 image (or set batch_size to 4 …)" | test_batch_and_dtype_messages |
+| NaN result from finite fp32 / fp16 / bf16 weights | fp32: no "weight_dtype fp32" advice; fp16: "try weight_dtype bf16 or fp32"; bf16: "try weight_dtype fp32" | test_batch_and_dtype_messages |
 """
 from __future__ import annotations
 
@@ -141,6 +149,179 @@ def test_case_image_unreadable(input_dir):
     with pytest.raises(ValueError, match=r"case 'ball_roll': 'ball_roll.png' is not a readable image") as e:
         NL.LayoutCaseLoader.execute("bad", 0, "")
     assert str(input_dir) not in str(e.value)
+
+
+def test_case_json_link_out_is_refused(input_dir, tmp_path):
+    """A case JSON that is a link out of the allowed roots is refused before it is read; the refusal quotes nothing of
+    the file it points to (neither its content nor, when its image is missing, that file's ``image`` field)."""
+    outside = tmp_path / "elsewhere"
+    shutil_copy_case(outside)
+    (outside / "lonely.json").write_text('{"image": "SECRET-IMAGE-NAME.png", "objects": [{"phrase": "SECRET-PHRASE", '
+                                         '"boxes": [[0, 0.1, 0.1, 0.2, 0.2]]}]}')
+    sub = input_dir / "linked"
+    sub.mkdir()
+    (sub / "ball_roll.json").symlink_to(outside / "ball_roll.json")
+    (sub / "ball_roll.png").symlink_to(outside / "ball_roll.png")
+    (sub / "lonely.json").symlink_to(outside / "lonely.json")
+    for name in ("ball_roll", "lonely"):
+        with pytest.raises(L.PathRefused) as e:
+            NL.LayoutCaseLoader.execute("linked", 0, name)
+        msg = str(e.value)
+        assert "must be inside ComfyUI's input folder" in msg
+        assert "SECRET" not in msg and "elsewhere" not in msg and "striped ball" not in msg, msg
+    assert "linked/ball_roll" not in NL.case_choices()  # and it is not offered either
+    # a link that stays inside input/ is fine
+    shutil_copy_case(input_dir / "real")
+    (sub / "inside.json").symlink_to(input_dir / "real" / "ball_roll.json")
+    (sub / "inside.png").symlink_to(input_dir / "real" / "ball_roll.png")
+    (input_dir / "real" / "ball_roll.json").write_text(
+        (NL.CASES_DIR / "ball_roll.json").read_text().replace('"ball_roll.png"', '"inside.png"'))
+    assert _out(NL.LayoutCaseLoader.execute("linked", 0, "inside"))[3] == "inside"
+
+
+def test_memory_reader_in_a_limited_process(tmp_path):
+    """In a child whose address space is limited (``ulimit -v``), the reader reports what the limit leaves, and a
+    Layout to Mask the estimate does not fit is refused with the pack's message instead of torch's allocator error."""
+    script = textwrap.dedent("""
+        import resource, sys
+        import comfy_inproc; comfy_inproc.bootstrap("cpu", dynamic_vram=False)
+        from i2v_motion import limits
+        from i2v_motion.layout import parse_layout
+        from i2v_motion.nodes import layout as NL
+        size = limits._status_kb("VmSize")
+        resource.setrlimit(resource.RLIMIT_AS, (size + (1536 << 20), resource.RLIM_INFINITY))
+        left = limits.rlimit_available()
+        print("LEFT", left, "AVAILABLE", limits.ram_available(), flush=True)
+        lay = parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3]]}]}', frames=64)
+        try:
+            NL.LayoutToMask.execute(lay, 2048, 2048, "objects", -1, 0.0, 0.0)  # 6 planes x 64 x 2048^2 fp32: 6 GiB
+            print("RAN")
+        except ValueError as e:
+            print("REFUSED", e)
+        except RuntimeError as e:
+            print("ALLOCATOR", e)
+        small = NL.LayoutToMask.execute(lay, 128, 128, "objects", -1, 0.0, 0.0)
+        print("SMALL", tuple(small.result[0].shape))
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "tools"), str(REPO / "tests")]))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr[-2000:]
+    left = int(out.split("LEFT ")[1].split()[0])
+    available = int(out.split("AVAILABLE ")[1].split()[0])
+    print(f"address-space limit: {left / 2**20:.0f} MiB left under the limit; the reader says {available / 2**20:.0f} MiB")
+    assert 1000 << 20 < left <= 1536 << 20 and available <= left
+    assert "REFUSED" in out and "more than the" in out and "free in RAM" in out, out
+    assert "ALLOCATOR" not in out and "SMALL (64, 128, 128)" in out
+
+
+def _fake_cgroup(tmp_path: Path, v2: bool, own: str, levels: dict[str, tuple[str, str]], namespaced: bool = False):
+    """A /proc/self/cgroup file and a /sys/fs/cgroup tree with ``{relative dir: (limit, usage)}``."""
+    root = tmp_path / ("cg2" if v2 else "cg1")
+    base = root if v2 else root / "memory"
+    base.mkdir(parents=True)
+    if v2:
+        (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    for rel, (limit, usage) in levels.items():
+        d = base / rel if rel else base
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(limit + "\n")
+        (d / ("memory.current" if v2 else "memory.usage_in_bytes")).write_text(usage + "\n")
+    proc = tmp_path / ("proc_cgroup_v2" if v2 else "proc_cgroup_v1")
+    path = "/" if namespaced else own
+    proc.write_text(f"0::{path}\n" if v2 else f"4:memory:{path}\n2:cpuacct:/\n0::/\n")
+    return proc, root
+
+
+def test_memory_reader_reads_cgroups(tmp_path):
+    from i2v_motion import limits
+
+    gib = 1 << 30
+    # v2: the container's own level is tighter than its parent; "max" means no limit at that level
+    proc, root = _fake_cgroup(tmp_path / "a", True, "/kubepods/pod1/ctr",
+                              {"": ("max", str(50 * gib)), "kubepods": ("max", str(40 * gib)),
+                               "kubepods/pod1": (str(16 * gib), str(10 * gib)),
+                               "kubepods/pod1/ctr": (str(12 * gib), str(9 * gib))})
+    assert limits.cgroup_available(proc, root) == 3 * gib
+    # v1, and a parent tighter than the child
+    proc, root = _fake_cgroup(tmp_path / "b", False, "/process_api/abc",
+                              {"": ("9223372036854771712", str(20 * gib)), "process_api": (str(8 * gib), str(7 * gib)),
+                               "process_api/abc": (str(24 * gib), str(6 * gib))})
+    assert limits.cgroup_available(proc, root) == 1 * gib
+    # a cgroup namespace (a container): /proc/self/cgroup says "/", the mount is the container's own cgroup
+    proc, root = _fake_cgroup(tmp_path / "c", True, "/", {"": (str(4 * gib), str(3 * gib))}, namespaced=True)
+    assert limits.cgroup_available(proc, root) == 1 * gib
+    # no limit anywhere, or no cgroup files: no say
+    proc, root = _fake_cgroup(tmp_path / "d", True, "/x", {"": ("max", "100"), "x": ("max", "100")})
+    assert limits.cgroup_available(proc, root) is None
+    assert limits.cgroup_available(tmp_path / "missing", tmp_path / "nowhere") is None
+    print(f"this machine: cgroup says {limits.cgroup_available()}, ulimits say {limits.rlimit_available()}, "
+          f"the reader {limits.ram_available() / gib:.1f} GiB")
+
+
+@pytest.mark.parametrize("text, gist", [
+    ("i2v/mer\x00ged", "contains a NUL character"),
+    ("i2v/" + "m" * 300, "bytes long"),
+    ("i2v/CON", "is a device name on Windows"),
+    ("com1.txt/merged", "is a device name on Windows"),
+    ("i2v/merged.", "ends in a dot"),
+    ("i2v /merged", "ends in a space"),
+])
+def test_path_strings_are_checked(pair, input_dir, tmp_path, monkeypatch, text, gist):
+    out = tmp_path / "bake_out"
+    out.mkdir()
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(out))
+    base, _ = pair
+    with pytest.raises(ValueError, match=gist):
+        NM.BakeMerged.execute(base, text, "output", "keep")
+    with pytest.raises(ValueError, match=gist):
+        NL.LayoutCaseLoader.execute(text, 0, "")
+    with pytest.raises(ValueError, match=gist):
+        NL.LayoutCaseLoader.execute("", 0, text.replace("/", "_") + "/x")
+    assert not list(out.rglob("*"))  # nothing written
+
+
+def test_layout_and_conditioning_lengths_must_agree(pair):
+    """A 16-frame layout sampled with conditioning made for 8 frames (no reference linked) is an error naming both."""
+    import support.oracle as P
+    from support.models import dc_cond
+
+    base, _ = pair
+    lay = L.parse_layout('{"objects": [{"phrase": "x", "boxes": [[0, 0.1, 0.1, 0.3, 0.3], [15, 0.5, 0.5, 0.7, 0.7]]}]}',
+                         frames=16)
+    guide = {"samples": torch.zeros(16, 4, 8, 8)}
+    model, latent = _out(NL.LayoutMaskedDenoise.execute(base, guide, lay, 0.4, 0.8, 0.9, 1.0, 1.0))
+    pos, neg, _ = dc_cond(frames=8)
+    for c in (pos, neg):
+        c[0][1]["num_video_frames"] = 8
+    import comfy.sample
+
+    with pytest.raises(ValueError, match=r"frame-count mismatch: the layout was made for 16 frames but the positive "
+                                         r"conditioning for 8 \(num_video_frames of DynamiCrafter Image to Video\)"):
+        comfy.sample.sample(model, torch.zeros_like(latent["samples"]), 2, 1.0, "euler", "simple", pos, neg,
+                            latent["samples"], noise_mask=latent["noise_mask"], disable_pbar=True)
+    for c in (pos, neg):
+        c[0][1]["num_video_frames"] = 16
+    out = comfy.sample.sample(model, torch.zeros_like(latent["samples"]), 2, 1.0, "euler", "simple", pos, neg,
+                              latent["samples"], noise_mask=latent["noise_mask"], disable_pbar=True)
+    assert torch.isfinite(out).all()
+    del P
+
+
+def test_batch_and_dtype_messages():
+    from i2v_motion.backbones.conditioning import per_video_images
+    from i2v_motion.guards import overflow_hint
+
+    img = torch.zeros(4, 8, 8, 3)
+    with pytest.raises(ValueError) as e:
+        per_video_images(img, 1, "start_image")
+    assert str(e.value) == "start_image holds 4 images for batch_size 1: give 1 image (or set batch_size to 4 for one " \
+                           "video per image)"
+    with pytest.raises(ValueError, match=r"holds 4 images for batch_size 3: give 1 image \(shared by every video\) or 3"):
+        per_video_images(img, 3, "start_image")
+    assert "weight_dtype" not in overflow_hint(torch.float32) and "already float32" in overflow_hint(torch.float32)
+    assert "try weight_dtype bf16 or fp32" in overflow_hint(torch.float16)
+    assert "try weight_dtype fp32" in overflow_hint(torch.bfloat16) and "bf16" not in overflow_hint(torch.bfloat16)
 
 
 # ------------------------------------------------------------------------------------------ garbage as success
