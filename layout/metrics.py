@@ -55,12 +55,13 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: 
     window = min(window, H, W)
     window = max(1, window - (1 - window % 2))
     g = _gauss(window, sigma * window / 11)
-    k = (g[:, None] * g[None, :])[None, None].repeat(C, 1, 1, 1)
+    kh = g[None, None, :, None].repeat(C, 1, 1, 1)  # the Gaussian window is separable: rows, then columns
+    kw = g[None, None, None, :].repeat(C, 1, 1, 1)
     a = a.reshape(-1, C, H, W)
     b = b.reshape(-1, C, H, W)
 
     def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, k, groups=C)
+        return F.conv2d(F.conv2d(x, kh, groups=C), kw, groups=C)
 
     mu_a, mu_b = filt(a), filt(b)
     saa = filt(a * a) - mu_a ** 2

@@ -282,6 +282,97 @@ def ui_to_api(wf: dict, object_info: dict, warnings: list[str] | None = None) ->
     return prompt
 
 
+def api_to_ui(prompt: dict, object_info: dict, *, titles: dict | None = None, models: dict | None = None,
+              column_width: int = 360) -> dict:
+    """A UI-format workflow (what the editor saves) from an API-format prompt: the inverse of :func:`ui_to_api`
+    (``ui_to_api(api_to_ui(p)) == p`` up to ``_meta``), for authoring example workflows in API form.
+
+    Nodes are laid out in columns by their depth in the graph. ``titles``: ``{node id: title}``; ``models``:
+    ``{node id: [{"name", "url", "directory"}]}`` written to ``properties.models`` (ComfyUI's missing-models dialog
+    offers those downloads)."""
+    produced = produced_types(object_info)
+    ids = list(prompt)
+    depth: dict[str, int] = {}
+
+    def level(nid: str, stack: tuple = ()) -> int:
+        if nid in depth:
+            return depth[nid]
+        if nid in stack:
+            raise WorkflowError(f"cycle through node {nid}")
+        srcs = [v[0] for v in prompt[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2
+                and isinstance(v[0], str) and v[0] in prompt]
+        depth[nid] = 1 + max((level(s, stack + (nid,)) for s in srcs), default=-1)
+        return depth[nid]
+
+    for nid in ids:
+        level(nid)
+    rows: dict[int, int] = {}
+    nodes, links = [], []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for nid in sorted(ids, key=lambda n: (depth[n], int(n) if n.isdigit() else 0)):
+        entry = prompt[nid]
+        typ = entry["class_type"]
+        info = object_info.get(typ)
+        if info is None:
+            raise WorkflowError(f"node {nid}: {typ!r} is not in /object_info")
+        widgets = widget_inputs(info, produced)
+        wnames = {w[0] for w in widgets}
+        values, ui_inputs = [], []
+        for name, wtype, opts in widgets:
+            v = entry["inputs"].get(name, opts.get("default"))
+            linked = isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in prompt
+            if isinstance(v, dict) and "__value__" in v:
+                v = v["__value__"]
+            values.append(opts.get("default") if linked else v)
+            if _has_control(name, wtype, opts):
+                values.append("fixed")
+            elif _has_upload(opts):
+                values.append("image")
+        spec = info.get("input", {})
+        order = info.get("input_order") or {k: list(spec.get(k, {})) for k in ("required", "optional")}
+        for section in ("required", "optional"):
+            for name in order.get(section, []):
+                typ_in, _ = _entry_type(spec.get(section, {}).get(name))
+                v = entry["inputs"].get(name)
+                linked = isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in prompt
+                if name in wnames and not linked:
+                    continue
+                item = {"name": name, "type": typ_in if isinstance(typ_in, str) else "COMBO", "link": None}
+                if name in wnames:
+                    item["widget"] = {"name": name}
+                if linked:
+                    link_id = len(links) + 1
+                    item["link"] = link_id
+                    src, slot = v
+                    links.append([link_id, int(src), int(slot), int(nid), len(ui_inputs), None])
+                    out_links.setdefault((src, int(slot)), []).append(link_id)
+                ui_inputs.append(item)
+        col = depth[nid]
+        y = rows.get(col, 0)
+        rows[col] = y + 60 + 26 * (len(ui_inputs) + len(values))
+        node = {"id": int(nid), "type": typ, "pos": [40 + col * column_width, 40 + y], "size": [column_width - 40, 100],
+                "flags": {}, "order": 0, "mode": 0, "inputs": ui_inputs, "outputs": [], "properties":
+                {"Node name for S&R": typ}, "widgets_values": values}
+        if titles and nid in titles:
+            node["title"] = titles[nid]
+        if models and nid in models:
+            node["properties"]["models"] = models[nid]
+        nodes.append(node)
+    by_id = {str(n["id"]): n for n in nodes}
+    for n in nodes:
+        info = object_info[n["type"]]
+        names = info.get("output_name") or info.get("output") or []
+        for slot, typ_out in enumerate(info.get("output") or []):
+            n["outputs"].append({"name": names[slot] if slot < len(names) else typ_out, "type": typ_out,
+                                 "links": out_links.get((str(n["id"]), slot), []), "slot_index": slot})
+    for link in links:
+        link[5] = by_id[str(link[1])]["outputs"][link[2]]["type"]
+    for i, nid in enumerate(sorted(ids, key=lambda n: (depth[n], n))):
+        by_id[nid]["order"] = i
+    return {"last_node_id": max(int(n) for n in ids), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
 def find_nodes(prompt: dict, class_type: str) -> list[str]:
     """Ids of the API-format nodes of one class."""
     return [nid for nid, n in prompt.items() if n.get("class_type") == class_type]

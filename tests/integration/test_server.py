@@ -196,6 +196,16 @@ def test_frontend_templates_convert_and_validate(comfy, object_info):
     assert not problems, "\n".join(problems[:20])
 
 
+def test_api_to_ui_round_trips_every_example(object_info):
+    """``workflow.api_to_ui`` (how the Wan examples are authored) is the inverse of the UI→API conversion: every
+    shipped example, converted to API, back to UI and to API again, gives the same prompt."""
+    for wf_path in EXAMPLES:
+        api = workflow.to_api(workflow.load(wf_path), object_info)
+        again = workflow.ui_to_api(workflow.api_to_ui(api, object_info), object_info)
+        strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
+        assert strip(again) == strip(api), wf_path.name
+
+
 def test_converter_handles_editor_features(object_info):
     """Reroute, PrimitiveNode into a converted widget, seed control value, upload widget value, bypass, mute."""
     wf = workflow.load(REPO / "tests" / "integration" / "workflows" / "stock_webp.json")

@@ -201,6 +201,8 @@ def test_oracle_follows_the_boxes_on_wan(kind):
             ious += [i for i in o["ious"] if i is not None]
         lines.append(f"{kind} {name:15s} vIoU@0.5 {rep['viou50']:.3f}  mIoU {rep['miou']:.3f}")
         assert rep["viou50"] == 1.0, (name, rep["viou50"])
+        if name != "ball_roll":
+            continue
         # the decoded 1 + 4k frame video goes through the pack's layout nodes (metrics, preview, masks)
         video = vae.decode(out)
         assert video.shape[0] == FRAMES
