@@ -123,3 +123,31 @@ def test_bake_with_empty_prefix_is_refused(comfy, object_info):
     msg = _fails(comfy, prompt)
     assert "has no file name" in msg, msg
     assert not list(comfy.output_dir.rglob("*.safetensors"))
+
+
+def test_case_json_link_out_of_input_is_refused(comfy):
+    """A case JSON in input/ that is a link to a file elsewhere: refused over HTTP, nothing of that file quoted."""
+    outside = comfy.input_dir.parent / "elsewhere_cases"
+    outside.mkdir(exist_ok=True)
+    (outside / "lonely.json").write_text('{"image": "SECRET-IMAGE.png", "objects": [{"phrase": "SECRET-PHRASE", '
+                                         '"boxes": [[0, 0.1, 0.1, 0.2, 0.2]]}]}')
+    sub = comfy.input_dir / "linked_cases"
+    sub.mkdir(exist_ok=True)
+    link = sub / "lonely.json"
+    if not link.is_symlink():
+        link.symlink_to(outside / "lonely.json")
+    msg = _fails(comfy, _case_graph("linked_cases", "lonely"))
+    assert "must be inside ComfyUI's input folder" in msg and "SECRET" not in msg and "elsewhere" not in msg, msg
+
+
+def test_path_strings_are_refused_with_the_packs_message(comfy, object_info):
+    make_tiny_models(comfy, {"checkpoints/dynamicrafter_512.ckpt": {"variant": "512"}})
+    for prefix, gist in (("i2v/mer\x00ged", "NUL character"), ("i2v/CON", "device name on Windows"),
+                         ("i2v/merged.", "ends in a dot")):
+        prompt = {"1": {"class_type": "I2VMotion_LoadDynamiCrafter",
+                        "inputs": {"ckpt_name": "dynamicrafter_512.ckpt", "variant": "auto", "weight_dtype": "default"}},
+                  "2": {"class_type": "I2VMotion_BakeMerged",
+                        "inputs": {"model": ["1", 0], "filename_prefix": prefix, "folder": "output", "dtype": "keep"}}}
+        msg = _fails(comfy, prompt)
+        assert gist in msg, (prefix, msg)
+    assert not list(comfy.output_dir.rglob("*.safetensors"))
