@@ -45,8 +45,10 @@ class RegionSchedule:
                 raise ValueError(f"schedule {name}={v} must be within 0..1")
 
     def held(self, progress: float) -> tuple[bool, bool, bool]:
-        """Whether (object, vacated, background) are held at ``progress`` (0 = pure noise)."""
-        return tuple(progress < end - END_TOLERANCE for end in (self.object_end, self.vacated_end, self.background_end))
+        """Whether (object, vacated, background) are held at ``progress`` (0 = pure noise); an end of 1.0 holds the
+        region to the very last step (the last step's noise level may already read as 1.0)."""
+        return tuple(end >= 1.0 or progress < end - END_TOLERANCE
+                     for end in (self.object_end, self.vacated_end, self.background_end))
 
 
 def free_mask(regions: torch.Tensor, schedule: RegionSchedule, progress: float) -> torch.Tensor:

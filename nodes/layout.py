@@ -413,7 +413,8 @@ class LayoutGuide(io.ComfyNode):
             src_lat = vae.encode(image[:1, ..., :3].expand(T, -1, -1, -1))
         if src_lat.ndim == 5 and ratio == 1:
             raise ValueError(f"the VAE makes video latents {tuple(src_lat.shape)} but says nothing of how it packs frames "
-                             f"(no downscale_index_formula); the layout guide cannot map frames to its latent frames")
+                             f"(no downscale_index_formula): the layout guide needs a frames-as-batch image VAE "
+                             f"(DynamiCrafter, SVD) or a video VAE that says how many frames make a latent frame (Wan)")
         prog(n_obj + 1, total)
         lats = []
         for i in range(n_chunks):
@@ -484,9 +485,12 @@ class LayoutMaskedDenoise(io.ComfyNode):
         lat_frames = latent_frames(T, ratio)
         frames = samples.shape[0] if samples.ndim == 4 else samples.shape[2]
         if frames != lat_frames:
-            unit = "frames" if ratio == 1 else f"latent frames ({T} frames at {ratio} per latent frame after the first)"
-            raise ValueError(f"guide latent has {frames} frames but the layout needs {lat_frames} {unit}; make the guide "
-                             f"from this layout with Layout Guide Video")
+            if ratio == 1:
+                raise ValueError(f"guide latent has {frames} frames but the layout has {T}; make the guide from this "
+                                 f"layout with Layout Guide Video")
+            raise ValueError(f"guide latent has {frames} latent frames but the layout's {T} frames make {lat_frames} "
+                             f"({ratio} frames per latent frame after the first); make the guide from this layout with "
+                             f"Layout Guide Video")
         videos, base_mask = 1, None
         if reference is not None:
             videos, base_mask = _check_reference(reference, samples, T, ratio)

@@ -42,7 +42,7 @@ class FuturePatcher(comfy.model_patcher.ModelPatcher):
 
     def clone(self, *args, fast_disk: bool | None = None, **kwargs):
         n = super().clone(*args, **kwargs)
-        assert type(n) is FuturePatcher, "ComfyUI's clone keeps the class"
+        assert type(n) is type(self), "ComfyUI's clone keeps the class"
         n.fast_disk = self.fast_disk if fast_disk is None else fast_disk
         return n
 
@@ -136,6 +136,7 @@ def test_pack_imports_without_torchaudio():
             "import comfy_inproc\n"
             "try:\n"
             "    comfy_inproc.bootstrap('cpu', dynamic_vram=False)\n"
+            "    import comfy.sd, nodes  # what ComfyUI's own start-up imports\n"
             "except ImportError as e:\n"
             "    print('COMFY-NEEDS-TORCHAUDIO', e); raise SystemExit(0)\n"
             "import i2v_motion.nodes as N\n"

@@ -26,7 +26,7 @@ def test_schemas():
         for inp in s.inputs:
             assert inp.tooltip, f"{s.node_id}.{inp.id} has no tooltip"
     assert ids == {"I2VMotion_TaskVector", "I2VMotion_ApplyTaskVectors", "I2VMotion_EDGExperts",
-                   "I2VMotion_BakeMerged"}
+                   "I2VMotion_BakeMerged", "I2VMotion_LoraTaskVector"}
     edg = {i.id: i for i in EDGExperts.define_schema().inputs}
     assert (edg["alpha_d"].default, edg["beta_d"].default, edg["alpha_c"].default, edg["beta_c"].default,
             edg["p"].default) == (0.25, 0.75, 1.0, 0.25, 0.7)
