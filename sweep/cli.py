@@ -49,6 +49,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--check", action="store_true", help="only check the spec and print the grid size")
     ap.add_argument("--no-progress", action="store_true", help="no progress line")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: --workers)")
+    ap.add_argument("--node-ip-address", default=None,
+                    help="with RAY_ADDRESS: this machine's address in the Ray cluster (where it has several)")
     return ap.parse_args(argv)
 
 
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = Options(out=out, workers=a.workers, comfyui=comfyui, servers=servers, python=a.python,
                    model_dirs=a.models, all_custom_nodes=a.all_custom_nodes, retry_failed=a.retry_failed,
-                   progress=not a.no_progress, num_cpus=a.num_cpus)
+                   progress=not a.no_progress, num_cpus=a.num_cpus,
+                   node_ip=a.node_ip_address)
     try:
         summary = run_sweep(spec, opts, prepare=prepare)
     except SpecError as e:

@@ -42,6 +42,7 @@ class Options:
     progress: bool = True
     ray_address: str | None = None        # default: RAY_ADDRESS, else a local Ray
     num_cpus: int | None = None           # local Ray only
+    node_ip: str | None = None            # this machine's address in the cluster (when it has several)
 
 
 @dataclass
@@ -114,11 +115,13 @@ def init_ray(opts: Options) -> tuple[Any, bool]:
     runtime_env = {"py_modules": [pkg], "env_vars": {"PYTHONUNBUFFERED": "1"}}
     if address:
         log(f"joining the Ray cluster at {address}")
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                 **({"_node_ip_address": opts.node_ip} if opts.node_ip else {}))
     else:
-        n = opts.num_cpus or max(1, opts.workers or 1)
+        n = opts.num_cpus or max(1, len(opts.servers) or opts.workers or 1)
+        # a local instance stays on the loopback interface
         ray.init(num_cpus=n, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=False)
+                 runtime_env=runtime_env, log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray, True
 
 
@@ -143,6 +146,7 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
     extra = prepare(spec, opts) if prepare else {}
     model_dirs = list(opts.model_dirs) + list(extra.get("model_dirs", []))
 
+    opts.servers = servers
     ray, started_ray = init_ray(opts)
     actors: list = []
     summary = Summary(total=0, skipped=0, out=out)
@@ -163,7 +167,13 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
         log(f"{n_workers} worker(s) on Ray ({'cluster ' + ray.get_runtime_context().gcs_address if not started_ray else 'local'}"
             f", {'GPU each' if res.get('num_gpus') else 'CPU'}); "
             + (f"attached to {', '.join(servers)}" if servers else f"starting ComfyUI from {opts.comfyui}"))
-        infos = ray.get([a.info.remote() for a in actors])
+        pending_info = [a.info.remote() for a in actors]
+        ready, _ = ray.wait(pending_info, num_returns=len(pending_info), timeout=opts.start_timeout + 120)
+        if len(ready) < len(pending_info):
+            raise SystemExit(f"only {len(ready)} of {n_workers} worker(s) came up within "
+                             f"{opts.start_timeout + 120:.0f} s; the Ray cluster has {ray.cluster_resources()} "
+                             f"and each worker needs {res}")
+        infos = ray.get(pending_info)
         for inf in infos:
             log(f"worker {inf['index']} on {inf['node']}: ComfyUI at {inf['url']}"
                 + (f" (pid {inf['pid']}, GPUs {inf['gpus'] or 'none'})" if inf["owned"] else ""))
@@ -237,10 +247,10 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
 
         while todo or inflight:
             while free and todo:
-                job = todo.popleft()
-                pick = next((w for w in free if w not in job.avoid), None)
-                if pick is None:
-                    pick = free[0]
+                # a job goes to a free worker it has not failed on (a retry runs elsewhere); only when every
+                # queued job has failed on every free worker does the first one run on one of them again
+                job, pick = next(((j, w) for j in todo for w in free if w not in j.avoid), (todo[0], free[0]))
+                todo.remove(job)
                 free.remove(pick)
                 job.attempts += 1
                 body, refs = payload(job)

@@ -125,7 +125,6 @@ def compute(files: list[tuple[str, bytes]], outputs: dict, wanted: list[str]) ->
         if vid is not None:
             frames = load_frames(vid[1], vid[0])
             m = video_metrics(frames)
-            out["frames"] = int(frames.shape[0])
             if "flow" in wanted:
                 out["flow_mean"] = m["flow_mean"]
             if "dynamic_degree" in wanted:

@@ -25,13 +25,15 @@ from typing import Any
 from . import comfy, metrics
 
 
-def _ray_context() -> tuple[str, list]:
+def _ray_context() -> tuple[str, str, list]:
+    """(node address, Ray node id, GPU ids Ray assigned to this actor)."""
     try:
         import ray
 
-        return ray.util.get_node_ip_address(), [str(g) for g in ray.get_gpu_ids()]
+        return (ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id(),
+                [str(g) for g in ray.get_gpu_ids()])
     except Exception:  # noqa: BLE001 - outside Ray (tests of the class itself)
-        return socket.gethostname(), []
+        return socket.gethostname(), "", []
 
 
 class ComfyWorker:
@@ -49,7 +51,7 @@ class ComfyWorker:
         self.start_timeout = start_timeout
         self.env = dict(env or {})
         self.pack_dir = pack_dir
-        self.node, self.gpus = _ray_context()
+        self.node, self.node_id, self.gpus = _ray_context()
         self.server: comfy.ComfyClient | None = None
         self.restarts = 0
         self.starts = 0
@@ -111,7 +113,7 @@ class ComfyWorker:
     def info(self) -> dict:
         """Where this worker runs and its server: index, node, gpus, url, pid, starts, restarts."""
         srv = self._ensure()
-        return {"index": self.index, "node": self.node, "gpus": self.gpus, "url": srv.url,
+        return {"index": self.index, "node": self.node, "node_id": self.node_id, "gpus": self.gpus, "url": srv.url,
                 "pid": getattr(srv, "pid", None), "starts": self.starts, "restarts": self.restarts,
                 "worker_pid": os.getpid(), "owned": isinstance(srv, comfy.ComfyServer)}
 
