@@ -113,14 +113,17 @@ def init_ray(opts: Options) -> tuple[Any, bool]:
     address = opts.ray_address or os.environ.get("RAY_ADDRESS")
     pkg = str(Path(__file__).resolve().parent)
     runtime_env = {"py_modules": [pkg], "env_vars": {"PYTHONUNBUFFERED": "1"}}
+    # ComfyUI manages its own memory: Ray's OOM killer would kill the workers (and with them their servers) when
+    # the machine is short of RAM for any reason, so it is off for the instance the sweep starts
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     if address:
         log(f"joining the Ray cluster at {address}")
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
                  **({"_node_ip_address": opts.node_ip} if opts.node_ip else {}))
     else:
         n = opts.num_cpus or max(1, len(opts.servers) or opts.workers or 1)
-        # a local instance stays on the loopback interface
-        ray.init(num_cpus=n, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
+        # a new local instance (never a cluster `ray start` left on this machine), on the loopback interface
+        ray.init(address="local", num_cpus=n, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
                  runtime_env=runtime_env, log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray, True
 
@@ -210,6 +213,7 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
         blobs: dict[str, Any] = {}
         free = deque(range(n_workers))
         inflight: dict[Any, tuple[J.Job, int]] = {}
+        reviving: dict[Any, int] = {}  # info() probes of actors Ray is restarting: free again once they answer
         done_n = sum(1 for r in finished.values() if r.get("status") == "ok")
         failed_n = len(finished) - done_n
         progress = Progress(summary.total, summary.skipped, opts.progress)
@@ -246,6 +250,9 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
             manifest.append(rec)
 
         while todo or inflight:
+            if todo and not free and not inflight and not reviving:
+                raise SystemExit(f"every worker is gone (Ray could not restart them); {len(todo)} job(s) not run; "
+                                 f"run the same command again to finish them")
             while free and todo:
                 # a job goes to a free worker it has not failed on (a retry runs elsewhere); only when every
                 # queued job has failed on every free worker does the first one run on one of them again
@@ -255,15 +262,26 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                 job.attempts += 1
                 body, refs = payload(job)
                 inflight[actors[pick].run_job.remote(body, *refs)] = (job, pick)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            ready, _ = ray.wait(list(inflight) + list(reviving), num_returns=1, timeout=0.5)
             for ref in ready:
+                if ref in reviving:
+                    w = reviving.pop(ref)
+                    try:
+                        ray.get(ref)
+                        free.append(w)
+                        log(f"worker {w} is back")
+                    except ray.exceptions.RayError as e:
+                        log(f"worker {w} is gone for good: {str(e)[:200]}")
+                    continue
                 job, w = inflight.pop(ref)
-                free.append(w)
                 try:
                     r = ray.get(ref)
-                except ray.exceptions.RayActorError as e:  # the actor process died; Ray restarts it
+                    free.append(w)
+                except ray.exceptions.RayActorError as e:  # the actor process died; Ray restarts it (max_restarts)
                     r = {"status": "retry", "error": f"worker {w} process died: {str(e)[:300]}", "error_kind": "infra"}
+                    reviving[actors[w].info.remote()] = w  # no job for it until it answers again
                 except ray.exceptions.RayError as e:
+                    free.append(w)
                     r = {"status": "retry", "error": f"worker {w}: {type(e).__name__}: {str(e)[:300]}",
                          "error_kind": "infra"}
                 if r["status"] == "ok":

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -103,7 +105,8 @@ def local_ray():
     """One local Ray instance for the in-process sweeps (capped: this machine has 2 cores)."""
     ray = need_ray()
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")  # as the sweep does: no OOM kills of the workers
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
              runtime_env={"py_modules": [str(REPO / "sweep")], "env_vars": {"OMP_NUM_THREADS": "1"}},
              _node_ip_address="127.0.0.1")
     STATS["ray.init"] = time.perf_counter() - t0
@@ -320,13 +323,15 @@ def test_two_node_cluster(servers, tmp_path):
     # Two nodes on loopback addresses (Ray rewrites 127.0.0.1 to the machine's network address, not these);
     # Ray 2.60 turns token authentication on for a cluster it starts: the joining node and the driver use it too.
     head_ip, node_ip = "127.0.0.2", "127.0.0.3"
-    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+               RAY_memory_monitor_refresh_ms="0")
     common = ["--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024), "--block", "--disable-usage-stats"]
     nodes = []
+    temp = tempfile.mkdtemp(prefix="ray-")  # the head's session files (and its ray_current_cluster) stay here
     t0 = time.perf_counter()
     try:
         nodes.append(subprocess.Popen([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard=false",
-                                       "--node-ip-address", head_ip, *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                       "--node-ip-address", head_ip, "--temp-dir", temp, *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                       start_new_session=True))
         deadline = time.monotonic() + 120  # the head's GCS answers before the second node joins it
         while time.monotonic() < deadline and nodes[0].poll() is None:
@@ -362,6 +367,7 @@ def test_two_node_cluster(servers, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(n.pid, signal.SIGKILL)
                 n.wait(10)
+        shutil.rmtree(temp, ignore_errors=True)
     STATS["two-node cluster (ray start x2 + 2 jobs)"] = time.perf_counter() - t0
 
 
