@@ -56,6 +56,7 @@ class Summary:
     retried: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    loop_seconds: float = 0.0  # first job queued to last result in (no Ray or server start-up)
     workers: list[dict] = field(default_factory=list)
     out: Path | None = None
 
@@ -167,7 +168,7 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                                                           all_custom_nodes=opts.all_custom_nodes,
                                                           start_timeout=opts.start_timeout, env=opts.env)
             actors.append(Remote.remote(i, **kw))
-        log(f"{n_workers} worker(s) on Ray ({'cluster ' + ray.get_runtime_context().gcs_address if not started_ray else 'local'}"
+        log(f"{n_workers} worker(s) on Ray ({'a local instance' if started_ray else ray.get_runtime_context().gcs_address}"
             f", {'GPU each' if res.get('num_gpus') else 'CPU'}); "
             + (f"attached to {', '.join(servers)}" if servers else f"starting ComfyUI from {opts.comfyui}"))
         pending_info = [a.info.remote() for a in actors]
@@ -245,10 +246,12 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
             rec = {"key": job.key, "index": job.index, "values": job.values, "status": status,
                    "error": r.get("error"), "error_kind": error_kind, "files": files,
                    "metrics": r.get("metrics", {}), "seconds": round(float(r.get("seconds", 0.0)), 3),
+                   "metrics_seconds": round(float(r.get("metrics_seconds") or 0.0), 3),
                    "worker": r.get("worker"), "attempts": job.attempts, "retry_errors": job.errors,
                    "finished": time.time()}
             manifest.append(rec)
 
+        t_loop = time.perf_counter()
         while todo or inflight:
             if todo and not free and not inflight and not reviving:
                 raise SystemExit(f"every worker is gone (Ray could not restart them); {len(todo)} job(s) not run; "
@@ -324,6 +327,7 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                 steps = " ".join(f"w{w}:{s.get('value')}/{s.get('max')}" for w, s in statuses.items()
                                  if w in busy and s.get("max"))
                 progress.show(done_n, len(inflight), failed_n, steps)
+        summary.loop_seconds = time.perf_counter() - t_loop
         progress.show(done_n, 0, failed_n, force=True)
     except KeyboardInterrupt:
         interrupted = True

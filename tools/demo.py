@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import struct
-import subprocess
 import sys
 import time
 import zipfile
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO / "tools"))
 import comfy_server  # noqa: E402
 import host  # noqa: E402
 import workflow  # noqa: E402
+from sweep.tiny import make_tiny_checkpoints  # noqa: E402  (the one caller of the pack's fixture maker)
 
 WORKFLOW = REPO / "example_workflows" / "dynamicrafter_i2v.json"
 LOADER = "I2VMotion_LoadDynamiCrafter"
@@ -34,21 +34,6 @@ TINY_NAME = "i2v_tiny_dynamicrafter_512.safetensors"
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "unet")
 EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
-_TINY_SCRIPT = r"""
-import importlib.util, sys
-comfy_dir, repo, dest, variant = sys.argv[1:5]
-sys.path.insert(0, comfy_dir)
-import comfy.options
-comfy.options.enable_args_parsing(False)
-import comfy.cli_args
-comfy.cli_args.args.cpu = True
-spec = importlib.util.spec_from_file_location("i2v_motion", repo + "/__init__.py", submodule_search_locations=[repo])
-mod = importlib.util.module_from_spec(spec)
-sys.modules["i2v_motion"] = mod
-spec.loader.exec_module(mod)
-from i2v_motion.backbones.fixtures import make_tiny_checkpoint
-make_tiny_checkpoint(dest, variant=variant)
-"""
 
 
 def say(msg: str) -> None:
@@ -113,9 +98,9 @@ def make_tiny(comfy: Path, python: Path, dest: Path, variant: str = "512") -> fl
     newest = max(p.stat().st_mtime for p in (REPO / "backbones").glob("*.py"))
     if dest.is_file() and dest.stat().st_mtime > newest:
         return 0.0
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)  # older than the model code: made again
     t0 = time.perf_counter()
-    subprocess.run([str(python), "-c", _TINY_SCRIPT, str(comfy), str(REPO), str(dest), variant], check=True)
+    make_tiny_checkpoints(dest.parent, {dest.name: {"variant": variant}}, comfy, python)
     return time.perf_counter() - t0
 
 
