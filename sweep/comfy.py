@@ -137,6 +137,13 @@ def history_failure(prompt_id: str, entry: dict) -> ExecutionFailed | None:
     return ExecutionFailed(f"prompt {prompt_id} failed: {text}", details)
 
 
+def execution_seconds(entry: dict) -> float | None:
+    """Seconds the server spent executing a prompt, from its ``/history`` entry's status timestamps."""
+    stamps = {kind: (msg or {}).get("timestamp") for kind, msg in (entry.get("status") or {}).get("messages", [])}
+    start, end = stamps.get("execution_start"), stamps.get("execution_success") or stamps.get("execution_error")
+    return (end - start) / 1000.0 if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None
+
+
 def output_refs(outputs: dict, node_ids: Iterable[str] | None = None) -> list[dict]:
     """Every file a history entry's ``outputs`` lists (``{filename, subfolder, type, node}``), in node order;
     only those of ``node_ids`` when given."""

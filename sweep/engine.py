@@ -129,8 +129,8 @@ def init_ray(opts: Options) -> tuple[Any, bool]:
     return ray, True
 
 
-def _write_json(path: Path, data: Any) -> None:
-    J.write_atomic(path, json.dumps(data, indent=1, default=str).encode())
+def _write_json(path: Path, data: Any, durable: bool = True) -> None:
+    J.write_atomic(path, json.dumps(data, indent=1, default=str).encode(), durable=durable)
 
 
 def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict] | None = None,
@@ -247,15 +247,12 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                    "error": r.get("error"), "error_kind": error_kind, "files": files,
                    "metrics": r.get("metrics", {}), "seconds": round(float(r.get("seconds", 0.0)), 3),
                    "metrics_seconds": round(float(r.get("metrics_seconds") or 0.0), 3),
+                   "server_seconds": r.get("server_seconds"),
                    "worker": r.get("worker"), "attempts": job.attempts, "retry_errors": job.errors,
                    "finished": time.time()}
             manifest.append(rec)
 
-        t_loop = time.perf_counter()
-        while todo or inflight:
-            if todo and not free and not inflight and not reviving:
-                raise SystemExit(f"every worker is gone (Ray could not restart them); {len(todo)} job(s) not run; "
-                                 f"run the same command again to finish them")
+        def dispatch() -> None:
             while free and todo:
                 # a job goes to a free worker it has not failed on (a retry runs elsewhere); only when every
                 # queued job has failed on every free worker does the first one run on one of them again
@@ -265,7 +262,15 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                 job.attempts += 1
                 body, refs = payload(job)
                 inflight[actors[pick].run_job.remote(body, *refs)] = (job, pick)
+
+        t_loop = time.perf_counter()
+        while todo or inflight:
+            if todo and not free and not inflight and not reviving:
+                raise SystemExit(f"every worker is gone (Ray could not restart them); {len(todo)} job(s) not run; "
+                                 f"run the same command again to finish them")
+            dispatch()
             ready, _ = ray.wait(list(inflight) + list(reviving), num_returns=1, timeout=0.5)
+            to_record: list[tuple[J.Job, dict, str, str | None]] = []
             for ref in ready:
                 if ref in reviving:
                     w = reviving.pop(ref)
@@ -288,11 +293,11 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                     r = {"status": "retry", "error": f"worker {w}: {type(e).__name__}: {str(e)[:300]}",
                          "error_kind": "infra"}
                 if r["status"] == "ok":
-                    record(job, r, "ok", None)
+                    to_record.append((job, r, "ok", None))
                     done_n += 1
                     summary.ok += 1
                 elif r["status"] == "failed":
-                    record(job, r, "failed", "job")
+                    to_record.append((job, r, "failed", "job"))
                     failed_n += 1
                     summary.failed += 1
                 elif r.get("error_kind") == "interrupted":
@@ -302,13 +307,16 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                     job.avoid.add(w)
                     summary.retried += 1
                     if job.attempts > spec.retries:
-                        record(job, r, "failed", "infra")
+                        to_record.append((job, r, "failed", "infra"))
                         failed_n += 1
                         summary.failed += 1
                     else:
                         log(f"job {job.index} ({_values_text(job.values)}) will run again elsewhere "
                             f"(attempt {job.attempts + 1} of {spec.retries + 1}): {(r.get('error') or '')[:200]}")
                         todo.appendleft(job)
+            dispatch()  # freed workers get their next prompt before this one's files are written
+            for rec in to_record:
+                record(*rec)
             now = time.monotonic()
             if now - last_status > 1.0 or ready:
                 last_status = now
@@ -321,7 +329,7 @@ def run_sweep(spec: Spec, opts: Options, prepare: Callable[[Spec, Options], dict
                 status = {"total": summary.total, "done": done_n, "failed": failed_n, "running": len(inflight),
                           "workers": [dict(statuses.get(w, {}), busy=w in busy, index=w) for w in range(n_workers)],
                           "time": time.time()}
-                _write_json(out / "status.json", status)
+                _write_json(out / "status.json", status, durable=False)
                 if on_status:
                     on_status(status)
                 steps = " ".join(f"w{w}:{s.get('value')}/{s.get('max')}" for w, s in statuses.items()

@@ -173,12 +173,13 @@ class Manifest:
             os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that it is either absent or complete (temporary name, fsync, rename)."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file so that it is either absent or complete (temporary name, fsync unless not ``durable``, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -133,6 +133,14 @@ def read(path: Path | str) -> tuple[dict, dict]:
         data = yaml.safe_load(text)
         node = yaml.compose(text)
     except yaml.YAMLError as e:
+        if path.suffix.lower() == ".json":  # JSON that YAML cannot read (tab indents): no line map then
+            try:
+                data = json.loads(text)
+            except ValueError as je:
+                raise SpecError(f"{path}:{getattr(je, 'lineno', 1)}: not valid JSON: {je}") from None
+            if not isinstance(data, dict):
+                raise SpecError(f"{path}:1: the spec must be a mapping with at least 'workflow' and 'axes'")
+            return data, {}
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         raise SpecError(f"{path}:{line}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "

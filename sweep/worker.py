@@ -181,6 +181,7 @@ class ComfyWorker:
                 m, merr = {}, f"metrics failed: {type(e).__name__}: {e}"
             return {**base, "status": "ok", "files": files, "metrics": m, "seconds": seconds,
                     "metrics_seconds": time.perf_counter() - t0 - seconds, "error": merr, "error_kind": None,
+                    "server_seconds": comfy.execution_seconds(res.history),
                     "prompt_id": res.prompt_id}
         except comfy.PromptRejected as e:
             return {**base, "status": "failed", "error": str(e), "error_kind": "job", "seconds": time.perf_counter() - t0}

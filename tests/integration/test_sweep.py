@@ -266,6 +266,27 @@ def test_results_table_and_report(killed_sweep):
     assert "Failures (0)" in page
 
 
+def test_layout_metrics_come_from_the_pack_node(local_ray, servers, tmp_path):
+    """On a layout workflow the sweep adds the pack's Layout Metrics node to the prompt and reads its report."""
+    import math
+
+    from sweep.engine import Options, run_sweep
+    from sweep.spec import load
+
+    spec = load(write_spec(tmp_path / "layout.yaml", [
+        {"node": "I2VMotion_LayoutCaseLoader", "input": "name", "values": ["car_approach"]}],
+        workflow=str(REPO / "example_workflows" / "layout_box_trajectory.json"), outputs=["12"],
+        metrics=["flow", "layout"],
+        overrides={"3": {"width": 128, "height": 64}, "6": {"width": 128, "height": 64}, "9": {"steps": 2}}))
+    summary = run_sweep(spec, Options(out=tmp_path / "out", servers=[servers[0].url], progress=False))
+    assert summary.ok == 1, _records(tmp_path / "out")
+    m = _records(tmp_path / "out")[0]["metrics"]
+    assert 0.0 <= m["viou50"] <= 1.0 and 0.0 <= m["miou"] <= 1.0, m
+    assert math.isfinite(m["background_psnr"]) and m["background_psnr"] > 0, m
+    assert "afterimage" in m and m["flow_mean"] > 0, m
+    assert len(_records(tmp_path / "out")[0]["files"]) == 1  # only the video (node 12), not the boxes preview
+
+
 # -- Ctrl-C and resume ----------------------------------------------------------------------------------------
 def test_interrupt_then_resume(tiny_root, servers, tmp_path):
     need_ray()
