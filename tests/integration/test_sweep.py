@@ -180,12 +180,13 @@ def killed_sweep(local_ray, tiny_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep-kill")
     spec = load(write_spec(tmp / "grid.yaml", [
         {"node": "I2VMotion_EDGExperts", "input": "beta_d", "values": [0.0, 1.5]},
-        {"node": "KSampler", "input": "seed", "values": [0, 1, 2]}]))
+        {"node": "KSampler", "input": "seed", "values": [0, 1, 2]}], overrides={**SMALL, "6": {"steps": 3}}))
     killed: dict = {}
 
     def killer(status: dict) -> None:
         w0 = status["workers"][0]
-        if not killed and w0.get("busy") and w0.get("pid") and (w0.get("value") or 0) >= 1:
+        # inside the sampler (a step done, one to go): the job is surely still running when the signal lands
+        if not killed and w0.get("busy") and w0.get("pid") and 1 <= (w0.get("value") or 0) < (w0.get("max") or 0):
             os.kill(w0["pid"], signal.SIGKILL)
             killed.update(pid=w0["pid"], key=w0.get("key"), step=w0.get("value"))
 
