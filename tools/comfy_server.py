@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Run a real ComfyUI headless for tests and the demo (stdlib only; runs under any python3).
 
+The launcher and HTTP/websocket client are the pack's own ``sweep/comfy.py`` (what the sweep runner's workers
+use); this module adds the developer defaults (the host of ``tools/host.py``, peak RSS, UI-format workflows) and
+keeps the names the tests import.
+
 Library::
 
     from comfy_server import ComfyServer
@@ -27,264 +31,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
-PACK_NAME = "comfyui-i2v-motion"
-import procmem  # noqa: E402  (tools/ is on the path of every importer: paths.py)
 
-#: output keys of ``/history`` entries that list files ({filename, subfolder, type})
-FILE_OUTPUT_KEYS = ("images", "gifs", "videos", "video", "audio", "files", "3d")
+import paths  # noqa: E402  (tools/ is on the path of every importer)
 
+paths.use_pack_root()  # the pack's ``sweep`` package
 
-class ComfyError(RuntimeError):
-    """Base class for every failure reported by this module."""
-
-
-class ServerStartError(ComfyError):
-    """The server exited or never answered; ``log_tail`` holds the end of its log."""
+import procmem  # noqa: E402
+from sweep import comfy as _comfy  # noqa: E402  (the pack's one ComfyUI launcher + HTTP client)
+from sweep.comfy import (FILE_OUTPUT_KEYS, PACK_NAME, ComfyError, ExecutionFailed, PackImportError,  # noqa: E402,F401
+                         PromptRejected, PromptTimeout, RunResult, ServerDied, ServerStartError,
+                         _cuda_available, format_node_errors, free_port)
+from sweep.comfy import extra_model_paths_yaml as _extra_model_paths_yaml  # noqa: E402,F401
 
 
-class PackImportError(ComfyError):
-    """The server started but logged ``IMPORT FAILED`` for this pack."""
-
-
-class PromptRejected(ComfyError):
-    """``POST /prompt`` refused the graph (HTTP 400): ``error`` and ``node_errors`` as the API sent them."""
-
-    def __init__(self, message: str, error: Any, node_errors: dict):
-        super().__init__(message)
-        self.error = error
-        self.node_errors = node_errors
-
-    def error_types(self) -> set[str]:
-        """All ``type`` values among the node errors (e.g. ``value_not_in_list``)."""
-        out = set()
-        for ne in (self.node_errors or {}).values():
-            for err in ne.get("errors", []):
-                out.add(err.get("type", ""))
-        return out
-
-
-class PromptTimeout(ComfyError, TimeoutError):
-    """The prompt did not finish in time (it was interrupted)."""
-
-
-class ExecutionFailed(ComfyError):
-    """The graph was queued but a node raised: ``details`` is the ``execution_error`` message."""
-
-    def __init__(self, message: str, details: dict):
-        super().__init__(message)
-        self.details = details
-
-
-@dataclass
-class RunResult:
-    """A finished prompt: its id, ``/history`` outputs, the output files on disk and the wall time."""
-
-    prompt_id: str
-    outputs: dict
-    files: list[Path]
-    seconds: float
-    history: dict = field(repr=False, default_factory=dict)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def format_node_errors(error: Any, node_errors: dict, prompt: dict | None = None) -> str:
-    """Human-readable lines for a ``POST /prompt`` 400 answer."""
-    lines = []
-    if isinstance(error, dict):
-        lines.append(f"{error.get('type', 'error')}: {error.get('message', '')} {error.get('details', '')}".strip())
-    elif error:
-        lines.append(str(error))
-    for nid, ne in (node_errors or {}).items():
-        ctype = ne.get("class_type") or (prompt or {}).get(nid, {}).get("class_type", "?")
-        for err in ne.get("errors", []):
-            extra = err.get("extra_info") or {}
-            where = f" [input {extra['input_name']}]" if extra.get("input_name") else ""
-            lines.append(f"  node {nid} ({ctype}){where}: {err.get('type')}: {err.get('message')}"
-                         + (f" - {err.get('details')}" if err.get("details") else ""))
-    return "\n".join(lines)
-
-
-class ComfyServer:
-    """A headless ComfyUI subprocess with an isolated base directory; use as a context manager."""
+class ComfyServer(_comfy.ComfyServer):
+    """``sweep.comfy.ComfyServer`` with the developer defaults: the host from ``tools/host.py`` when no ComfyUI is
+    given, peak RSS recorded on stop, UI-format workflows run through ``tools/workflow.py``."""
 
     def __init__(self, comfy_dir: Path | str | None = None, python: Path | str | None = None, *,
-                 base_dir: Path | str | None = None, port: int | None = None,
-                 extra_model_dirs: Iterable[Path | str] = (), extra_args: Iterable[str] = (),
-                 load_pack: bool = True, pack_dir: Path | str = REPO, env: dict | None = None,
-                 cpu: bool | None = None, isolate: bool = True):
+                 extra_model_dirs: Iterable[Path | str] = (), **kw):
         if comfy_dir is None or python is None:
             import host  # tools/host.py
 
             c, p = host.ensure_host()
             comfy_dir, python = comfy_dir or c, python or p
-        self.comfy_dir = Path(comfy_dir).resolve()
-        self.python = Path(python)
-        self._own_base = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="i2v-comfy-")).resolve()
-        self.port = port
-        self.extra_model_dirs = [Path(p).resolve() for p in extra_model_dirs]
-        self.extra_args = list(extra_args)
-        self.load_pack = load_pack
-        self.pack_dir = Path(pack_dir).resolve()
-        self.env = env
-        self.cpu = cpu
-        self.isolate = isolate
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.base_dir / "comfyui.log"
-        self.start_seconds: float | None = None
+        super().__init__(comfy_dir, python, extra_model_dirs=extra_model_dirs, **kw)
         self.peak_rss_kb: int | None = None
-        self._object_info: dict | None = None
-        self._log_file = None
-
-    # -- folders --------------------------------------------------------------------------------------
-    @property
-    def models_dir(self) -> Path:
-        return self.base_dir / "models"
-
-    @property
-    def input_dir(self) -> Path:
-        return self.base_dir / "input"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base_dir / "output"
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.base_dir / "temp"  # ComfyUI appends "temp" to --temp-directory
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _prepare(self) -> list[str]:
-        for d in ("models/checkpoints", "models/diffusion_models", "models/clip_vision", "models/vae",
-                  "input", "output", "user", "custom_nodes"):
-            (self.base_dir / d).mkdir(parents=True, exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_NAME
-        if self.load_pack and not (link.is_symlink() and link.resolve() == self.pack_dir):
-            if link.is_symlink():
-                link.unlink()
-            link.symlink_to(self.pack_dir, target_is_directory=True)
-        if self.cpu is None:
-            self.cpu = not _cuda_available(self.python)
-        args = (["--cpu"] if self.cpu else []) + ["--listen", "127.0.0.1", "--port", str(self.port),
-                "--base-directory", str(self.base_dir), "--output-directory", str(self.output_dir),
-                "--input-directory", str(self.input_dir), "--temp-directory", str(self.base_dir),
-                "--disable-auto-launch", "--preview-method", "none"]
-        if self.isolate:
-            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME]
-        cli = (self.comfy_dir / "comfy" / "cli_args.py").read_text(errors="replace")
-        if "--disable-api-nodes" in cli:
-            args.append("--disable-api-nodes")
-        if "--database-url" in cli:
-            args += ["--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}"]
-        if self.extra_model_dirs:
-            yaml = self.base_dir / "extra_model_paths.yaml"
-            yaml.write_text(_extra_model_paths_yaml(self.extra_model_dirs))
-            args += ["--extra-model-paths-config", str(yaml)]
-        return args + self.extra_args
-
-    # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout: float = 180) -> ComfyServer:
-        """Launch ``main.py``, wait for ``/system_stats``, then fail loudly if the pack did not import."""
-        if self.proc is not None:
-            return self
-        self.port = self.port or free_port()
-        cmd = [str(self.python), "main.py"] + self._prepare()
-        env = dict(os.environ if self.env is None else self.env)
-        env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-        self._log_file = open(self.log_path, "ab")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self._close_log()
-                self.proc = None
-                raise ServerStartError(f"ComfyUI exited with code {rc} during start-up; log {self.log_path}:\n"
-                                       + self.log_tail())
-            try:
-                self.get_json("/system_stats", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerStartError(f"ComfyUI did not answer /system_stats within {timeout:.0f} s; log "
-                                       f"{self.log_path}:\n" + self.log_tail())
-            time.sleep(0.25)
-        self.start_seconds = time.perf_counter() - t0
-        if self.load_pack:
-            failed = self.pack_import_failures()
-            if failed:
-                msg = "\n".join(failed)
-                self.stop()
-                raise PackImportError(f"{PACK_NAME} failed to import in ComfyUI:\n{msg}")
-        return self
 
     def stop(self) -> int | None:
-        """Record peak RSS (VmHWM), then SIGTERM the server (SIGKILL after 15 s). Returns its exit code."""
-        if self.proc is None:
-            return None
-        self.peak_rss_kb = self.read_peak_rss_kb() or self.peak_rss_kb
-        rc = self.proc.poll()
-        if rc is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                rc = self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                rc = self.proc.wait(15)
-        self.proc = None
-        self._close_log()
-        return rc
-
-    def _close_log(self) -> None:
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
-
-    def __enter__(self) -> ComfyServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Record peak RSS (VmHWM), then stop the server (see ``sweep.comfy.ComfyServer.stop``)."""
+        if self.proc is not None:
+            self.peak_rss_kb = self.read_peak_rss_kb() or self.peak_rss_kb
+        return super().stop()
 
     def read_peak_rss_kb(self) -> int | None:
         """``VmHWM`` (peak resident set, KiB) of the running server from /proc, or None."""
@@ -296,144 +81,11 @@ class ComfyServer:
             return None
         return None if peak is None else peak // 1024
 
-    # -- log ------------------------------------------------------------------------------------------
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-    def pack_import_failures(self) -> list[str]:
-        """Log lines saying this pack failed to import, with the traceback ComfyUI printed before them."""
-        text = self.log_text()
-        lines = text.splitlines()
-        bad = [ln for ln in lines if "IMPORT FAILED" in ln and PACK_NAME in ln]
-        if not bad:
-            return []
-        stop = next((i for i, ln in enumerate(lines) if ("Cannot import" in ln or "Error while calling" in ln)
-                     and PACK_NAME in ln), None)
-        if stop is not None:
-            start = next((i for i in range(stop, -1, -1) if lines[i].startswith("Traceback")), stop)
-            bad = lines[start:stop + 1] + bad
-        return bad
-
-    # -- HTTP -----------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, bytes]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def get_json(self, path: str, timeout: float = 60) -> Any:
-        status, raw = self._request("GET", path, timeout=timeout)
-        if status != 200:
-            raise ComfyError(f"GET {path}: HTTP {status}: {raw[:500]!r}")
-        return json.loads(raw)
-
-    def post_json(self, path: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
-        status, raw = self._request("POST", path, body, timeout=timeout)
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")
-
-    def object_info(self, refresh: bool = False) -> dict:
-        """``GET /object_info`` (cached)."""
-        if self._object_info is None or refresh:
-            self._object_info = self.get_json("/object_info", timeout=120)
-        return self._object_info
-
-    # -- prompts --------------------------------------------------------------------------------------
-    def queue(self, prompt: dict, client_id: str | None = None) -> str:
-        """``POST /prompt``; returns the prompt id or raises :class:`PromptRejected` with readable errors."""
-        status, resp = self.post_json("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
-        if status != 200 or not isinstance(resp, dict) or "prompt_id" not in resp:
-            error = resp.get("error") if isinstance(resp, dict) else resp
-            node_errors = resp.get("node_errors", {}) if isinstance(resp, dict) else {}
-            raise PromptRejected(f"POST /prompt rejected the graph (HTTP {status}):\n"
-                                 + format_node_errors(error, node_errors, prompt), error, node_errors)
-        return resp["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = 600, poll: float = 0.25) -> dict:
-        """Poll ``/history/{id}`` until done; raise :class:`ExecutionFailed` or :class:`PromptTimeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                hist = self.get_json(f"/history/{prompt_id}")
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if self.alive():
-                    raise
-                hist = {}
-            if prompt_id in hist:
-                entry = hist[prompt_id]
-                status = entry.get("status", {})
-                if status.get("status_str") == "error" or not status.get("completed", True):
-                    details = {}
-                    for kind, msg in status.get("messages", []):
-                        if kind in ("execution_error", "execution_interrupted"):
-                            details = dict(msg, event=kind)
-                    text = (f"node {details.get('node_id')} ({details.get('node_type')}): "
-                            f"{details.get('exception_type', details.get('event', 'error'))}: "
-                            f"{details.get('exception_message', '')}".rstrip())
-                    raise ExecutionFailed(f"prompt {prompt_id} failed: {text}", details)
-                return entry
-            if not self.alive():
-                raise ServerStartError(f"ComfyUI died while running prompt {prompt_id}; log tail:\n"
-                                       + self.log_tail())
-            if time.monotonic() > deadline:
-                self.post_json("/interrupt", {})
-                raise PromptTimeout(f"prompt {prompt_id} not finished after {timeout:.0f} s (interrupted)")
-            time.sleep(poll)
-
-    def output_files(self, outputs: dict) -> list[Path]:
-        """Paths on disk of every file listed in a history entry's ``outputs``."""
-        roots = {"output": self.output_dir, "temp": self.temp_dir, "input": self.input_dir}
-        files = []
-        for node_out in outputs.values():
-            for key in FILE_OUTPUT_KEYS:
-                for item in node_out.get(key, []) or []:
-                    if isinstance(item, dict) and "filename" in item:
-                        root = roots.get(item.get("type", "output"), self.output_dir)
-                        files.append(root / item.get("subfolder", "") / item["filename"])
-        return files
-
-    def run(self, prompt: dict, timeout: float = 600) -> RunResult:
-        """Queue an API-format prompt, wait for it and collect its output files."""
-        t0 = time.perf_counter()
-        pid = self.queue(prompt)
-        entry = self.wait(pid, timeout=timeout)
-        outputs = entry.get("outputs", {})
-        return RunResult(pid, outputs, self.output_files(outputs), time.perf_counter() - t0, entry)
-
     def run_workflow(self, workflow: dict, timeout: float = 600) -> RunResult:
         """Run a UI- or API-format workflow (converted against this server's ``/object_info``)."""
         import workflow as wf
 
         return self.run(wf.to_api(workflow, self.object_info()), timeout=timeout)
-
-    def cleanup(self) -> None:
-        """Stop, and delete the base directory if this object created it."""
-        self.stop()
-        if self._own_base:
-            import shutil
-
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-
-def _cuda_available(python: Path) -> bool:
-    """Whether ``python``'s torch sees a CUDA device (only asked when an NVIDIA driver is present)."""
-    if not Path("/dev/nvidiactl").exists():
-        return False
-    r = subprocess.run([str(python), "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                       capture_output=True)
-    return r.returncode == 0
 
 
 def write_sample_png(path: Path | str, width: int = 512, height: int = 320) -> Path:
@@ -467,23 +119,6 @@ def write_sample_png(path: Path | str, width: int = 512, height: int = 320) -> P
            + chunk(b"IDAT", zlib.compress(bytes(rows), 6)) + chunk(b"IEND", b""))
     path.write_bytes(png)
     return path
-
-
-def _extra_model_paths_yaml(roots: list[Path]) -> str:
-    """An ``extra_model_paths.yaml`` mapping each ComfyUI-style models root's usual sub-folders."""
-    kinds = {"checkpoints": "checkpoints", "diffusion_models": "diffusion_models\nunet", "vae": "vae",
-             "clip_vision": "clip_vision", "text_encoders": "text_encoders\nclip", "loras": "loras"}
-    out = []
-    for i, root in enumerate(roots):
-        out.append(f"extra_{i}:")
-        out.append(f"    base_path: {json.dumps(str(root))}")
-        for key, sub in kinds.items():
-            if "\n" in sub:
-                out.append(f"    {key}: |")
-                out += [f"        {s}" for s in sub.split("\n")]
-            else:
-                out.append(f"    {key}: {sub}")
-    return "\n".join(out) + "\n"
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,10 @@ Registry's validator) in its own venv ``<host dir>/comfy-cli/venv`` from ``tools
 install from the wheelhouse, downloading into it only on the first run. ``--browser`` readies the browser tests: Debian's
 ``chromium`` (``apt-get install -y chromium`` when missing and apt is there) and the pinned automation library
 (``tools/browser-requirements.txt``: playwright, which drives that chromium; no browser is ever downloaded) in the
-host's venv.
+host's venv. ``--sweep`` installs the sweep runner's pins (``sweep/requirements.txt``: Ray, pandas, pyarrow, OpenCV)
+into the host's venv the same way.
 
-Usage: ``python3 tools/host.py [--host NAME|--tree PATH] [--extras] [--comfy-cli]`` prints ``COMFY_DIR PYTHON`` once
+Usage: ``python3 tools/host.py [--host NAME|--tree PATH] [--extras] [--comfy-cli] [--sweep]`` prints ``COMFY_DIR PYTHON`` once
 ready; ``--list`` prints the hosts available on this checkout.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ TORCHAUDIO = "torchaudio==2.11.0"  # installed --no-deps; extension load guarded
 DEFAULT_HOSTS = ("0.3.75", "0.33")
 COMFY_CLI_REQS = REPO / "tools" / "comfy-cli-requirements.txt"
 BROWSER_REQS = REPO / "tools" / "browser-requirements.txt"
+SWEEP_REQS = REPO / "sweep" / "requirements.txt"  # the optional sweep runner's pins (Ray, pandas, ...)
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
 
 
@@ -418,15 +420,21 @@ def ensure_extras(name: str) -> Path:
     want = _sha256(spec.extras) + (_sha256(spec.constraints) if spec.constraints else "")
     if stamp.is_file() and stamp.read_text() == want:
         return py
+    _install_unchanging(spec, py, spec.extras, "extras")
+    stamp.write_text(want)
+    return py
+
+
+def _install_unchanging(spec: HostSpec, py: Path, reqs: Path, label: str) -> None:
+    """``pip install -r reqs`` into a host venv under the host's constraints (from the wheelhouse); refused if any
+    package already in the venv changed version (e.g. a dependency that would replace torch)."""
     before = _freeze(py)
     cons = ["-c", spec.constraints] if spec.constraints and spec.constraints.is_file() else []
-    _pip_offline_first(py, ["-r", spec.extras, *cons], f"{spec.name} extras")
+    _pip_offline_first(py, ["-r", reqs, *cons], f"{spec.name} {label}")
     after = _freeze(py)
     changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
     if changed:
-        raise SystemExit(f"{spec.name} extras changed packages already in the venv: {changed}")
-    stamp.write_text(want)
-    return py
+        raise SystemExit(f"{spec.name} {label} changed packages already in the venv: {changed}")
 
 
 def ensure_comfy_cli() -> Path:
@@ -489,15 +497,22 @@ def ensure_browser(name: str | None = None) -> tuple[Path, str]:
     stamp = spec.dir / "browser-ready"
     want = _sha256(BROWSER_REQS)
     if not (stamp.is_file() and stamp.read_text() == want and _imports(py, "playwright.sync_api")):
-        cons = ["-c", spec.constraints] if spec.constraints and spec.constraints.is_file() else []
-        before = _freeze(py)
-        _pip_offline_first(py, ["-r", BROWSER_REQS, *cons], f"{spec.name} browser tools")
-        after = _freeze(py)
-        changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
-        if changed:
-            raise SystemExit(f"{spec.name} browser tools changed packages already in the venv: {changed}")
+        _install_unchanging(spec, py, BROWSER_REQS, "browser tools")
         stamp.write_text(want)
     return py, chromium
+
+
+def ensure_sweep(name: str | None = None) -> Path:
+    """The sweep runner's optional requirements (``sweep/requirements.txt``: Ray, pandas, pyarrow, OpenCV) in host
+    ``name``'s venv, under the host's constraints and never changing a package it already has; returns its python."""
+    spec = spec_for(name or "0.3.75")
+    _comfy, py = ensure_host(name)
+    stamp = spec.dir / "sweep-ready"
+    want = _sha256(SWEEP_REQS) + (_sha256(spec.constraints) if spec.constraints and spec.constraints.is_file() else "")
+    if not (stamp.is_file() and stamp.read_text() == want and _imports(py, "ray")):
+        _install_unchanging(spec, py, SWEEP_REQS, "sweep requirements")
+        stamp.write_text(want)
+    return py
 
 
 def main(argv: list[str]) -> int:
@@ -508,6 +523,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--extras", action="store_true", help="also install the host's pinned test-only extras")
     ap.add_argument("--comfy-cli", action="store_true", help="also build comfy-cli in its own venv, print its path")
     ap.add_argument("--browser", action="store_true", help="also ready the browser tests (chromium, playwright)")
+    ap.add_argument("--sweep", action="store_true", help="also install sweep/requirements.txt (Ray, ...) in its venv")
     a = ap.parse_args(argv)
     if a.list:
         for h in DEFAULT_HOSTS:
@@ -520,6 +536,8 @@ def main(argv: list[str]) -> int:
     print(c, p)
     if a.browser:
         print(ensure_browser(a.tree or a.host)[1])
+    if a.sweep:
+        ensure_sweep(a.tree or a.host)
     if a.comfy_cli:
         print(ensure_comfy_cli())
     return 0

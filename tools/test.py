@@ -8,7 +8,8 @@ pytest runs with the host's python from the repository root with ``I2V_COMFY_DIR
 passed/skipped/failed per host. Exits non-zero when any host fails; "no tests collected" counts as a failure.
 Test-only tools are bootstrapped first (``tools/host.py``): comfy-cli in its own venv, and each host's pinned
 extras (0.33: ComfyUI-Manager), from the wheelhouse after the first run, and the browser tests' tools (Debian's
-chromium via apt when missing; playwright in the host venv).
+chromium via apt when missing; playwright in the host venv), and the sweep runner's ``sweep/requirements.txt``
+(Ray, pandas, pyarrow, OpenCV) in each host venv.
 ``-m "not integration"`` skips the headless-server tests.
 """
 from __future__ import annotations
@@ -72,6 +73,10 @@ def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, 
             host.ensure_extras(name)
         except (SystemExit, subprocess.CalledProcessError) as e:
             print(f"[test] host {name}: installing its extras failed: {e}", file=sys.stderr, flush=True)
+    try:  # the sweep runner's optional requirements (Ray, ...); tests/sweep reports a failure without them
+        host.ensure_sweep(None if name == "COMFYUI_PATH" else name)
+    except (SystemExit, subprocess.CalledProcessError) as e:
+        print(f"[test] host {name}: installing sweep/requirements.txt failed: {e}", file=sys.stderr, flush=True)
     os.environ.pop("I2V_BROWSER_UNAVAILABLE", None)
     try:  # browser tests: system chromium + playwright in the host venv; tests/browser skips, saying why, without
         _py, chromium = host.ensure_browser(None if name == "COMFYUI_PATH" else name)

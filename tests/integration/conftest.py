@@ -88,9 +88,13 @@ def make_tiny_models(srv: comfy_server.ComfyServer, models: dict) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    tr = terminalreporter
+    if STATS.get("sweep"):  # test_sweep.py's timings (its own servers, Ray)
+        tr.section("sweep")
+        for k, v in STATS["sweep"].items():
+            tr.write_line(f"{k}: {v:.1f} s")
     if "start_s" not in STATS:
         return
-    tr = terminalreporter
     tr.section("comfyui server")
     tr.write_line(f"start-up {STATS['start_s']:.1f} s, peak RSS {STATS.get('peak_rss_mib', 0):.0f} MiB, "
                   f"log {STATS['log']}")
