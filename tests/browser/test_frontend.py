@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -168,6 +169,108 @@ def test_editor_draw_move_run_and_reopen(ui, server):
     assert page.evaluate(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.data.objects.length") == 2
     assert ui.ours() == [], ui.ours()
     STATS["times"]["editor: draw, run, reopen"] = time.perf_counter() - t0
+
+
+# four objects of three key boxes over 16 frames: what the pointer-move measurement edits
+MOVE_LAYOUT = {"objects": [
+    {"phrase": f"object {i + 1}", "interpolation": ("linear", "catmull_rom", "ease_in_out", "catmull_rom")[i],
+     "boxes": [[0, 0.05 + 0.2 * i, 0.1, 0.2 + 0.2 * i, 0.35], [8, 0.1 + 0.2 * i, 0.4, 0.3 + 0.2 * i, 0.7],
+               [15, 0.02 + 0.2 * i, 0.6, 0.22 + 0.2 * i, 0.9]]} for i in range(4)]}
+MOVES = 100
+# Pointer moves dispatched on the editor's canvas, measured in the page. "paced": one move per animation frame, the
+# script time of each = its handler + what the editor then does in that frame's animation callbacks (a frame
+# callback registered before the move and one after it bracket the editor's own); "burst": MOVES moves in one task
+# then that frame (paced: the median move; burst: the mean). Renders are the canvas's setTransform calls (one per draw), select rebuilds the <select>'s
+# child-list mutations; per move.
+MEASURE_JS = """async ({n, drag}) => {
+    const root = document.querySelector('.i2v-layout-editor');
+    const canvas = root.querySelector('canvas'), select = root.querySelector('select');
+    const g = canvas.getContext('2d');
+    let renders = 0;
+    const st = g.setTransform;
+    g.setTransform = function (...a) { renders++; return st.apply(this, a); };
+    let rebuilds = 0;
+    const mo = new MutationObserver((recs) => { rebuilds += recs.length; });
+    mo.observe(select, {childList: true});
+    const rebuilt = () => { rebuilds += mo.takeRecords().length; const k = rebuilds; rebuilds = 0; return k; };
+    const r = canvas.getBoundingClientRect();
+    const pt = (i) => [r.left + r.width * (0.5 + 0.2 * Math.cos(i / 5)), r.top + r.height * (0.5 + 0.2 * Math.sin(i / 7))];
+    const move = (i) => canvas.dispatchEvent(new PointerEvent('pointermove', {clientX: pt(i)[0], clientY: pt(i)[1],
+        pointerId: 1, pointerType: 'mouse', isPrimary: true, buttons: drag ? 1 : 0, bubbles: true, cancelable: true}));
+    const frame = (fn) => new Promise((res) => requestAnimationFrame(() => { fn(); res(); }));
+    const out = {};
+    let r0 = renders;
+    const times = [];
+    rebuilt();
+    for (let i = 0; i < n; i++) {
+        let tA = 0, tB = 0;
+        frame(() => { tA = performance.now(); });
+        const t0 = performance.now();
+        move(i);
+        const t1 = performance.now();
+        await frame(() => { tB = performance.now(); });
+        times.push((t1 - t0) + (tB - tA));
+    }
+    times.sort((a, b) => a - b);
+    out.paced = {ms: times[n >> 1], mean: times.reduce((a, b) => a + b, 0) / n, renders: (renders - r0) / n, rebuilds: rebuilt() / n};
+    r0 = renders;
+    let tA = 0, tB = 0;
+    frame(() => { tA = performance.now(); });
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) move(n + i);
+    const t1 = performance.now();
+    const sync = renders - r0;
+    await frame(() => { tB = performance.now(); });
+    out.burst = {ms: ((t1 - t0) + (tB - tA)) / n, renders: (renders - r0) / n, rebuilds: rebuilt() / n,
+                 renders_in_handlers: sync};
+    g.setTransform = st;
+    mo.disconnect();
+    return out;
+}"""
+
+
+def _measure_pointer_moves(ui) -> dict:
+    """ms per pointer move over a Layout Editor (hover, and dragging a box) with render and <select> counts."""
+    page = ui.page
+    node_id = page.evaluate("""(value) => {
+        app.graph.clear();
+        const n = LiteGraph.createNode("I2VMotion_LayoutEditor"); n.pos = [20, 20]; app.graph.add(n);
+        n.widgets.find(w => w.name === "editor").value = value;
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.canvas.setDirty(true, true);
+        return n.id; }""", json.dumps(MOVE_LAYOUT))
+    editor = f"app.graph.getNodeById({node_id}).i2vEditor"
+    canvas = page.locator(".i2v-le-canvas")
+    last = None
+    for _ in range(50):  # the frontend places DOM widgets on its animation frames
+        now = (canvas.bounding_box(), page.evaluate(f"() => {editor}.view()"))
+        if now == last and now[0] and now[0]["width"] > 100:
+            break
+        last = now
+        page.wait_for_timeout(100)
+    rect, view = last
+    hover = page.evaluate(MEASURE_JS, {"n": MOVES, "drag": False})
+    # a real press on object 1's box at frame 0 starts a move drag; the measured moves then drag it
+    b = MOVE_LAYOUT["objects"][0]["boxes"][0]
+    page.mouse.move(*_box_px(view, rect, (b[1] + b[3]) / 2, (b[2] + b[4]) / 2))
+    page.mouse.down()
+    drag = page.evaluate(MEASURE_JS, {"n": MOVES, "drag": True})
+    page.mouse.up()
+    return {"hover": hover, "drag": drag, "node": node_id}
+
+
+def test_editor_pointer_move_cost(ui):
+    r = _measure_pointer_moves(ui)
+    host = os.environ.get("I2V_HOST_NAME", "host")
+    line = (f"pointer move ({host}, {MOVES} moves, 4 objects x 16 frames): "
+            f"hover {r['hover']['paced']['ms']:.2f} ms/move (mean {r['hover']['paced']['mean']:.3f}); "
+            f"drag {r['drag']['paced']['ms']:.2f} ms/move paced (mean {r['drag']['paced']['mean']:.3f}), "
+            f"{r['drag']['burst']['ms']:.3f} ms/move in a burst; per move: renders {r['drag']['paced']['renders']:.2f} "
+            f"paced / {r['drag']['burst']['renders']:.3f} burst, select rebuilds {r['drag']['paced']['rebuilds']:.2f} "
+            f"(hover: renders {r['hover']['paced']['renders']:.2f}, rebuilds {r['hover']['paced']['rebuilds']:.2f})")
+    print(line)
+    STATS.setdefault("lines", []).append(line)
+    moved = _editor_value(ui.page, r["node"])["objects"][0]["boxes"][0]
+    assert moved != MOVE_LAYOUT["objects"][0]["boxes"][0], "the measured drag did not move the box"
 
 
 def test_template_browser_lists_the_examples_and_each_loads(ui, server):
