@@ -1,6 +1,6 @@
 """Draw and exchange box trajectories: the Layout Editor (a canvas editor on the node, ``web/js/layout_editor.js``)
-and conversions from and to the formats of other nodes (core ``TRACKS`` where the host has it, KJNodes spline
-coordinates and BBOX lists). Thin wrappers over :mod:`..layout`."""
+and conversions from and to the formats of other nodes (core ``TRACKS`` and ``BOUNDING_BOX`` where the host has
+them, KJNodes spline coordinates and BBOX lists). Thin wrappers over :mod:`..layout`."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,9 @@ log = logging.getLogger("i2v_motion.layout")
 EditorType = io.Custom("I2V_LAYOUT_EDITOR")
 BBoxType = io.Custom("BBOX")
 HAS_TRACKS = hasattr(io, "Tracks")  # ComfyUI 0.33+ (WanMove); the Tracks nodes are registered only there
+# ComfyUI 0.33+ (core's box canvas, Create Bounding Boxes): the bounding-box nodes are registered only there
+HAS_BOUNDING_BOX = hasattr(io, "BoundingBox") and hasattr(io, "Autogrow")
+MAX_BOX_INPUTS = 16
 EMPTY_EDITOR = json.dumps({"objects": []})
 PLACEHOLDER_SIZE = (320, 512)  # H, W of the grey image output when the editor has no image
 
@@ -244,3 +247,94 @@ if HAS_TRACKS:
                                                     L.split_phrases(phrases), interpolation, simplify=simplify))
 
     NODES += [LayoutToTracks, TracksToLayout]
+
+if HAS_BOUNDING_BOX:
+    def _grid_size(width: int, height: int, image: torch.Tensor | None) -> tuple[int, int]:
+        """The pixel grid of the boxes: the image's size when one is connected, else width x height."""
+        return (int(image.shape[2]), int(image.shape[1])) if image is not None else (width, height)
+
+    def _image_size_input(what: str) -> io.Image.Input:
+        return io.Image.Input("image", optional=True,
+                              tooltip=f"An image whose width and height replace width/height ({what}).")
+
+    class LayoutFromBoundingBoxes(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            box = io.BoundingBox.Input(
+                "bboxes", force_input=True,
+                tooltip="Bounding boxes for one key frame (Create Bounding Boxes), or a list of frames (a detector "
+                        "on a video: one key frame each).")
+            return io.Schema(
+                node_id="I2VMotion_LayoutFromBoundingBoxes",
+                display_name="Layout from Bounding Boxes",
+                category=CATEGORY,
+                description="A layout from core bounding boxes: connect one Create Bounding Boxes per key frame "
+                            "(another input appears), or a node that outputs a box list per frame (RT-DETR, SAM3). "
+                            "Each box frame is a key frame, spread over the frames or placed at key_frames; the i-th "
+                            "box of every frame is the i-th object (or boxes are paired by their label).",
+                inputs=[
+                    io.Autogrow.Input("bboxes", template=io.Autogrow.TemplatePrefix(
+                        box, prefix="bboxes_", min=1, max=MAX_BOX_INPUTS),
+                        tooltip="BOUNDING_BOX inputs, in key-frame order: each one's frames follow the previous "
+                                "one's (a single box or one list of boxes is one frame)."),
+                    *_size_inputs(),
+                    io.Int.Input("frames", default=16, min=0, max=L.boxes.MAX_FRAMES,
+                                 tooltip="Video length; 0 = one frame per box frame."),
+                    io.String.Input("key_frames", default="",
+                                    tooltip="The frame of each box frame, e.g. 0, 8, 15 (one per box frame, in input "
+                                            "order); empty = spread evenly from frame 0 to the last."),
+                    io.Combo.Input("match", options=list(L.BOX_MATCHES), default=L.BOX_MATCHES[0],
+                                   tooltip="Which boxes are the same object across key frames: box order (the i-th "
+                                           "box of each frame: draw the objects in the same order on every Create "
+                                           "Bounding Boxes, whose boxes carry no description), or description (a "
+                                           "detector's label, the description Layout to Bounding Boxes writes; a "
+                                           "repeated one pairs by its order). A box of zero size leaves its object "
+                                           "without a key box at that frame."),
+                    io.String.Input("phrases", default="",
+                                    tooltip="Object phrases, comma-separated, in object order; missing ones are the "
+                                            "boxes' labels or descriptions where they carry one, else numbered."),
+                    _interp_input(),
+                    _image_size_input("the image the boxes were drawn on or detected in"),
+                ],
+                outputs=[LayoutType.Output(display_name="layout")],
+            )
+
+        @classmethod
+        def execute(cls, bboxes: dict, width: int, height: int, frames: int, key_frames: str, match: str,
+                    phrases: str, interpolation: str, image: torch.Tensor | None = None) -> io.NodeOutput:
+            def index(name: str) -> int:
+                tail = name.rsplit("_", 1)[-1]
+                return int(tail) if tail.isdigit() else 0
+
+            values = [bboxes[k] for k in sorted(bboxes or {}, key=index) if bboxes[k] is not None]
+            w, h = _grid_size(width, height, image)
+            return io.NodeOutput(L.layout_from_bounding_boxes(values, w, h, frames, L.parse_frame_list(key_frames),
+                                                              match, L.split_phrases(phrases), interpolation))
+
+    class LayoutToBoundingBoxes(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id="I2VMotion_LayoutToBoundingBoxes",
+                display_name="Layout to Bounding Boxes",
+                category=CATEGORY,
+                description="Core bounding boxes from a layout: for every frame, every object's box in pixels (the "
+                            "BOUNDING_BOX list per frame that Draw BBoxes, SAM3 and Create Bounding Boxes take), in "
+                            "object order, the phrase as each box's description and label.",
+                inputs=[LayoutType.Input("layout", tooltip="A layout."), *_size_inputs(),
+                        io.Boolean.Input("clip_to_image", default=False,
+                                         tooltip="Cut boxes to the image (a box wholly outside it is 0 wide there); "
+                                                 "off: boxes may leave the image, as in the layout."),
+                        _image_size_input("the image the boxes will be used on")],
+                outputs=[io.BoundingBox.Output(display_name="bboxes",
+                                               tooltip="A list of frames, each a list of {x, y, width, height} pixel "
+                                                       "boxes (whole pixels), one per object.")],
+            )
+
+        @classmethod
+        def execute(cls, layout: L.Layout, width: int, height: int, clip_to_image: bool,
+                    image: torch.Tensor | None = None) -> io.NodeOutput:
+            w, h = _grid_size(width, height, image)
+            return io.NodeOutput(L.layout_to_bounding_boxes(layout, w, h, clip_to_image))
+
+    NODES += [LayoutFromBoundingBoxes, LayoutToBoundingBoxes]

@@ -54,6 +54,19 @@ rectangle, `xyxy` or `xywh`) or the same list typed as JSON: `[[40, 160, 96, 96]
 Layout → Tracks → Tracks to Layout (same box size, simplify 0) gives back every object's box centre at every
 frame (to float32 precision). ComfyUI 0.33+ only (the TRACKS type).""",
     "I2VMotion_TracksToLayout": "ComfyUI 0.33+ only (the TRACKS type).",
+    "I2VMotion_LayoutFromBoundingBoxes": """\
+Draw the boxes of each key frame with core's **Create Bounding Boxes** (same width and height as here, or connect
+its background image to `image`) and connect each to the next free `bboxes_N` input, in key-frame order; a node
+that gives a list of frames (RT-DETR, SAM3, Layout to Bounding Boxes) gives one key frame per frame. With
+`match` = box order, draw the objects in the same order on every canvas and name them in `phrases` (Create
+Bounding Boxes keeps each box's description for its `elements` output only: its boxes carry none); description
+pairs boxes by the label a detector or Layout to Bounding Boxes gives them. The boxes' pixels are divided by
+width/height, so boxes may leave the image.
+ComfyUI 0.33+ only (the BOUNDING_BOX type).""",
+    "I2VMotion_LayoutToBoundingBoxes": """\
+Layout → Layout to Bounding Boxes → Layout from Bounding Boxes (`frames` = the layout's, match by box order)
+gives back every object's box at every frame to within half a pixel. Create Bounding Boxes, given these boxes at
+its `bboxes` input, shows the first frame's. ComfyUI 0.33+ only (the BOUNDING_BOX type).""",
     "I2VMotion_LayoutCaseLoader": """\
 The `name` list holds the shipped cases and the case JSON files in sub-folders of ComfyUI's input folder
 (`sub/folder/case`); nothing outside those two places is listed or read.""",
@@ -76,6 +89,10 @@ def _default(node_id: str, name: str, typ, opts: dict) -> str:
 
 
 def _type(node_id: str, name: str, typ, opts: dict) -> str:
+    tpl = opts.get("template") if typ == "COMFY_AUTOGROW_V3" else None
+    if isinstance(tpl, dict):  # a growing list of inputs: name_0, name_1, … (one more appears as each is connected)
+        inner = next(iter(v for sec in tpl.get("input", {}).values() for v in sec.values()), ["?"])
+        return f"`{inner[0]}` × {tpl.get('min', 1)}–{tpl.get('max', '…')} (`{tpl.get('prefix', '')}0`, `{tpl.get('prefix', '')}1`, …)"
     if isinstance(typ, list):
         options = typ
     elif typ == "COMBO":
