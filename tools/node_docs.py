@@ -34,6 +34,9 @@ key box there. **✕ key** deletes it, **⟲ / ⟳** undo and redo, the **box** 
 catmull_rom) belong to the selected object. **image…** uploads an image to draw on when none is connected
 (a connected Load Image or Load Layout Case shows at once; other images after one run).
 
+**Keys** (click the image first): Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo, Delete the key box at this frame,
+← / → the previous / next frame.
+
 The drawing is saved in the workflow (a widget value in Layout from JSON's format plus colours and the image
 name) and the layout output equals Layout from JSON on the same text.""",
     "I2VMotion_LayoutFromJSON": """\
