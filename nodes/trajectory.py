@@ -25,14 +25,22 @@ EMPTY_EDITOR = json.dumps({"objects": []})
 PLACEHOLDER_SIZE = (320, 512)  # H, W of the grey image output when the editor has no image
 
 
-def _editor_data(text: str) -> dict:
-    """The editor's value (Layout from JSON's format plus editor-only keys: ``image``, object ``color``)."""
+def _editor_data(text: str, frames: int, start: dict | None = None) -> dict:
+    """The editor's value (Layout from JSON's format plus editor-only keys: ``image``, object ``color``, ``start``);
+    with nothing drawn yet, the ``start`` layout's objects (see :func:`_start_data`)."""
     try:
         data = json.loads(text) if text.strip() else {"objects": []}
     except json.JSONDecodeError as e:
         raise ValueError(f"Layout Editor value is not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
         raise ValueError('Layout Editor value must be {"objects": [...]} (the editor writes it)')
+    drawn = any(isinstance(o, dict) and o.get("boxes") for o in data["objects"])
+    if start is not None and not drawn:
+        last = max(k[0] for o in start["objects"] for k in o["boxes"])
+        if last >= frames:
+            raise ValueError(f"the start layout has key boxes up to frame {last} but the Layout Editor's frames is "
+                             f"{frames}: raise frames to {last + 1} or more")
+        return dict(data, objects=start["objects"])
     if not data["objects"]:
         raise ValueError("the Layout Editor has no objects yet: drag on the image to draw a box")
     for i, o in enumerate(data["objects"]):
@@ -56,6 +64,17 @@ def _editor_image(name: str) -> torch.Tensor:
         raise ValueError(f"Layout Editor image {name!r} is not a readable image (PNG, JPEG, WebP)") from None
 
 
+def _start_data(layout: L.Layout, interpolation: str) -> dict:
+    """A start layout in the editor's format: what an empty editor imports and, until then, the node outputs. An
+    object's interpolation is kept where it differs from the editor's default."""
+    objs = []
+    for o in layout.to_dict()["objects"]:
+        if o.get("interpolation") == interpolation:
+            o.pop("interpolation")
+        objs.append(o)
+    return {"frames": layout.frames, "objects": objs}
+
+
 def _save_temp(image: torch.Tensor) -> list:
     """The first frame as a temp PNG for the editor's background (``{"filename", "subfolder", "type"}``)."""
     from comfy_api.latest import ui
@@ -73,7 +92,8 @@ class LayoutEditor(io.ComfyNode):
             category=CATEGORY,
             description="Draw box trajectories on the image: add objects, drag a box per object at any key frame "
                         "(boxes may leave the image), scrub or play the interpolated boxes. Outputs the same layout "
-                        "as Layout from JSON on the same data; the drawing is saved in the workflow.",
+                        "as Layout from JSON on the same data; the drawing is saved in the workflow. Can start from "
+                        "a connected layout (e.g. core's Create Bounding Boxes through Layout from Bounding Boxes).",
             inputs=[
                 io.Int.Input("frames", default=16, min=1, max=L.boxes.MAX_FRAMES,
                              tooltip="Video length in frames (the editor's timeline; key frames must be below it)."),
@@ -87,6 +107,11 @@ class LayoutEditor(io.ComfyNode):
                                  extra_dict={"default": EMPTY_EDITOR}),
                 io.Image.Input("image", optional=True,
                                tooltip="The image to draw on (its first frame); without it, the editor's own upload."),
+                LayoutType.Input("start_layout", optional=True,
+                                 tooltip="A layout to start from (e.g. Layout from Bounding Boxes on core's Create "
+                                         "Bounding Boxes). While nothing is drawn the node outputs it and, after the "
+                                         "run, the editor takes its boxes as key boxes; a drawing is never replaced "
+                                         "unless you press ⤓ start (⟲ undoes it)."),
             ],
             outputs=[LayoutType.Output(display_name="layout"),
                      io.String.Output(display_name="json", tooltip="The layout as JSON text, one key box per line."),
@@ -97,8 +122,9 @@ class LayoutEditor(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames: int, interpolation: str, size_space: str, editor: str,
-                image: torch.Tensor | None = None) -> io.NodeOutput:
-        data = _editor_data(editor)
+                image: torch.Tensor | None = None, start_layout: L.Layout | None = None) -> io.NodeOutput:
+        start = _start_data(start_layout, interpolation) if start_layout is not None else None
+        data = _editor_data(editor, frames, start)
         lay = L.parse_layout(data, frames=frames, interpolation=interpolation, size_space=size_space)
         if image is None and isinstance(data.get("image"), str) and data["image"]:
             image = _editor_image(data["image"])
@@ -110,6 +136,8 @@ class LayoutEditor(io.ComfyNode):
         ui_out = {"i2v_layout": [text]}
         if shown is not None:
             ui_out["i2v_editor_image"] = _save_temp(shown)
+        if start is not None:  # the editor imports it when empty, else offers ⤓ start
+            ui_out["i2v_start"] = [json.dumps(start)]
         return io.NodeOutput(lay, text, image, ui=ui_out)
 
 

@@ -37,6 +37,11 @@ catmull_rom) belong to the selected object. **image…** uploads an image to dra
 **Keys** (click the image first): Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo, Delete the key box at this frame,
 ← / → the previous / next frame.
 
+**Start layout.** Connect a layout to `start_layout` (e.g. core's Create Bounding Boxes → Layout from Bounding
+Boxes) and run: while nothing is drawn the node outputs that layout and the editor takes its boxes as key boxes.
+Once you have drawn, a changed start layout only lights up **⤓ start**, which replaces the drawing with it
+(⟲ undoes that).
+
 The drawing is saved in the workflow (a widget value in Layout from JSON's format plus colours and the image
 name) and the layout output equals Layout from JSON on the same text.""",
     "I2VMotion_LayoutFromJSON": """\

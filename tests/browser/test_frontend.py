@@ -3,6 +3,9 @@
 - Layout Editor: real mouse drags draw two objects at frame 0 and move them at frame 15 (one box out of the
   image), the graph is queued with the Run button, and the layout the server computed (the editor node's
   ``i2v_layout`` output in ``/history``) must hold those boxes; the saved workflow reopens with the same boxes.
+- Layout Editor hygiene: the cost of a pointer move (printed: ms per move, renders and <select> rebuilds per move),
+  one draw per animation frame, nothing left on the page once the node is removed.
+- Core boxes (ComfyUI 0.33): two Create Bounding Boxes -> Layout from Bounding Boxes -> the editor's start_layout.
 - The template browser lists exactly the example workflows under the pack; each loads with every node type known
   (no missing-node dialog) and no console error from the pack's extension.
 """
@@ -181,6 +184,93 @@ def test_editor_draw_move_run_and_reopen(ui, server):
     assert page.evaluate(f"() => app.graph.getNodeById({ids['editor']}).i2vEditor.model.data.objects.length") == 2
     assert ui.ours() == [], ui.ours()
     STATS["times"]["editor: draw, run, reopen"] = time.perf_counter() - t0
+
+
+# two key frames drawn on core's Create Bounding Boxes (its editor_state: pixel boxes with a description)
+CORE_BOXES = [
+    [{"x": 64, "y": 160, "width": 96, "height": 96, "metadata": {"type": "obj", "desc": "car"}},
+     {"x": 320, "y": 32, "width": 48, "height": 64, "metadata": {"type": "obj", "desc": "kite"}}],
+    [{"x": 400, "y": 144, "width": 128, "height": 112, "metadata": {"type": "obj", "desc": "car"}},
+     {"x": 160, "y": 48, "width": 48, "height": 64, "metadata": {"type": "obj", "desc": "kite"}}]]
+
+
+def _key(box: dict, frame: int) -> list:
+    x, y, w, h = (box[k] for k in ("x", "y", "width", "height"))
+    return [frame, round(x / 512, 6), round(y / 320, 6), round((x + w) / 512, 6), round((y + h) / 320, 6)]
+
+
+def test_core_boxes_start_the_layout_editor(ui, server):
+    """ComfyUI 0.33: two Create Bounding Boxes (key frames 0 and 15) -> Layout from Bounding Boxes -> the Layout
+    Editor's start_layout. The first run outputs those boxes and the empty editor takes them; a drawing made then is
+    kept when the boxes change (⤓ start lights up), ⤓ start replaces it, ⟲ brings it back."""
+    from i2v_motion.nodes import trajectory as TR
+
+    if not TR.HAS_BOUNDING_BOX:
+        pytest.skip("this ComfyUI has no BOUNDING_BOX type (core's Create Bounding Boxes came after 0.3.75): the "
+                    "bounding-box nodes are not registered here")
+    page, t0 = ui.page, time.perf_counter()
+    ids = page.evaluate("""(boxes) => {
+        app.graph.clear();
+        const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+        const w = (n, name, v) => { n.widgets.find(x => x.name === name).value = v; };
+        const slot = (n, name) => n.inputs.findIndex(i => i.name === name);
+        const lf = add("I2VMotion_LayoutFromBoundingBoxes", [560, 10]);
+        w(lf, "phrases", "car, kite");  // Create Bounding Boxes' boxes carry no description: objects are by order
+        const cb = boxes.map((b, i) => {
+            const n = add("CreateBoundingBoxes", [10, 10 + 420 * i]);
+            w(n, "width", 512); w(n, "height", 320); w(n, "editor_state", b);
+            n.connect(n.outputs.findIndex(o => o.type === "BOUNDING_BOX"), lf, slot(lf, `bboxes.bboxes_${i}`));
+            return n.id;
+        });
+        const ed = add("I2VMotion_LayoutEditor", [900, 10]);
+        lf.connect(0, ed, slot(ed, "start_layout"));
+        const pv = add("I2VMotion_LayoutPreview", [1500, 40]), pi = add("PreviewImage", [1500, 300]);
+        ed.connect(2, pv, 0); ed.connect(0, pv, 1); pv.connect(0, pi, 0);
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [-800, 0]; app.canvas.setDirty(true, true);
+        return {boxes: cb, editor: ed.id, layout: lf.id};
+    }""", CORE_BOXES)
+    editor = f"app.graph.getNodeById({ids['editor']}).i2vEditor"
+    want = {"car": [_key(CORE_BOXES[0][0], 0), _key(CORE_BOXES[1][0], 15)],
+            "kite": [_key(CORE_BOXES[0][1], 0), _key(CORE_BOXES[1][1], 15)]}
+
+    entry = _run(page, server)
+    server_layout = json.loads(entry["outputs"][str(ids["editor"])]["i2v_layout"][0])
+    assert {o["phrase"]: o["boxes"] for o in server_layout["objects"]} == want, server_layout
+    page.wait_for_function(f"() => {editor}.model.data.objects.length === 2")
+    value = _editor_value(page, ids["editor"])
+    assert {o["phrase"]: o["boxes"] for o in value["objects"]} == want, value  # the empty editor took them
+    assert value.get("start") and "interpolation" not in value["objects"][0]
+    page.wait_for_function(f"() => {editor}.display.startBtn.style.display === ''")  # ⤓ start offered, quietly
+    assert not page.evaluate(f"() => {editor}.display.startBtn.classList.contains('i2v-le-attn')")
+    ui.shot(page.locator(".i2v-layout-editor"), "layout_editor_from_core_boxes.png")
+
+    # the user moves the car at frame 0; then the boxes upstream change: the drawing stays, ⤓ start lights up
+    canvas = page.locator(".i2v-le-canvas")
+    rect, view = canvas.bounding_box(), page.evaluate(f"() => {editor}.view()")
+    car = want["car"][0]
+    _drag(page, _box_px(view, rect, (car[1] + car[3]) / 2, (car[2] + car[4]) / 2),
+          _box_px(view, rect, (car[1] + car[3]) / 2 + 0.1, (car[2] + car[4]) / 2))
+    drawn = _editor_value(page, ids["editor"])
+    assert drawn["objects"][0]["boxes"][0][1] == pytest.approx(car[1] + 0.1, abs=TOL), drawn
+    page.evaluate("""([id, b]) => { const n = app.graph.getNodeById(id);
+        n.widgets.find(x => x.name === "editor_state").value = b; }""",
+                  [ids["boxes"][1], [dict(CORE_BOXES[1][0], x=300), CORE_BOXES[1][1]]])
+    entry = _run(page, server)
+    server_layout = json.loads(entry["outputs"][str(ids["editor"])]["i2v_layout"][0])
+    assert server_layout["objects"][0]["boxes"][0] == [0, *[round(c, 6) for c in drawn["objects"][0]["boxes"][0][1:]]]
+    page.wait_for_function(f"() => {editor}.display.startBtn.classList.contains('i2v-le-attn')")
+    assert _editor_value(page, ids["editor"]) == drawn, "a changed start layout replaced the drawing"
+    assert "start layout" in page.evaluate(f"() => {editor}.display.status.textContent")
+
+    # ⤓ start replaces the drawing with the new boxes; ⟲ brings the drawing back
+    page.locator(".i2v-layout-editor .i2v-le-btn", has_text="⤓ start").dispatch_event("click")
+    page.wait_for_function(f"() => !{editor}.display.startBtn.classList.contains('i2v-le-attn')")
+    imported = _editor_value(page, ids["editor"])
+    assert imported["objects"][0]["boxes"][1] == _key(dict(CORE_BOXES[1][0], x=300), 15), imported
+    page.locator(".i2v-layout-editor .i2v-le-btn", has_text="⟲").dispatch_event("click")
+    assert _editor_value(page, ids["editor"]) == drawn
+    assert ui.ours() == [], ui.ours()
+    STATS["times"]["editor: start from core boxes"] = time.perf_counter() - t0
 
 
 # four objects of three key boxes over 16 frames: what the pointer-move measurement edits

@@ -65,6 +65,45 @@ def test_editor_uploaded_image_and_placeholder(tmp_path):
     assert tuple(out.result[2].shape) == (1, 320, 512, 3) and "i2v_editor_image" not in out.ui
 
 
+START = L.parse_layout({"objects": [
+    {"phrase": "car", "boxes": [[0, 0.125, 0.5, 0.3125, 0.8], [15, 0.78125, 0.45, 1.03125, 0.8]]},
+    {"phrase": "kite", "interpolation": "catmull_rom", "boxes": [[0, 0.625, 0.1, 0.71875, 0.3], [15, 0.3, 0.15, 0.4, 0.35]]}]},
+    frames=16)
+
+
+def test_editor_starts_from_a_connected_layout():
+    """Nothing drawn: the node outputs the start layout (with the editor's settings) and sends it in the editor's
+    format (object interpolation only where it differs from the node's); what the editor then holds gives the same
+    layout on the next run."""
+    out = TR.LayoutEditor.execute(16, "linear", "log", TR.EMPTY_EDITOR, None, START)
+    lay, text, _ = out.result
+    assert lay == START
+    sent = json.loads(out.ui["i2v_start"][0])
+    assert sent["frames"] == 16 and [o["phrase"] for o in sent["objects"]] == ["car", "kite"]
+    assert "interpolation" not in sent["objects"][0] and sent["objects"][1]["interpolation"] == "catmull_rom"
+    imported = {"start": "0f0f0f0f", "objects": [dict(o, color="#e6194b") for o in sent["objects"]]}
+    assert TR.LayoutEditor.execute(16, "linear", "log", json.dumps(imported)).result[0] == lay
+    # objects without boxes are nothing drawn either (an added object not yet drawn)
+    empty = json.dumps({"objects": [{"phrase": "object 1", "boxes": []}]})
+    assert TR.LayoutEditor.execute(16, "linear", "log", empty, None, START).result[0] == START
+
+
+def test_editor_drawing_wins_over_the_start_layout():
+    drawing = json.dumps({k: v for k, v in EDITOR_DATA.items() if k != "image"})
+    out = TR.LayoutEditor.execute(16, "linear", "log", drawing, None, START)
+    assert out.result[0] == L.parse_layout(EDITOR_DATA, frames=16)  # the drawing, not the start layout
+    assert json.loads(out.ui["i2v_start"][0])["objects"][0]["phrase"] == "car"  # still sent: the editor offers it
+    assert "i2v_start" not in TR.LayoutEditor.execute(16, "linear", "log", drawing).ui
+
+
+def test_editor_start_layout_longer_than_frames_says_so():
+    with pytest.raises(ValueError, match="up to frame 15 but the Layout Editor's frames is 8: raise frames to 16"):
+        TR.LayoutEditor.execute(8, "linear", "log", TR.EMPTY_EDITOR, None, START)
+    out = TR.LayoutEditor.execute(8, "linear", "log", json.dumps({"objects": [  # a drawing that fits: no error
+        {"phrase": "a", "boxes": [[0, 0.1, 0.1, 0.2, 0.2]]}]}), None, START)
+    assert out.result[0].frames == 8
+
+
 @pytest.mark.parametrize("image", ["../../etc/passwd", "/etc/hostname", "no_such_file.png"])
 def test_editor_image_confined_to_input(image):
     data = dict(EDITOR_DATA, image=image)

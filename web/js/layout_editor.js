@@ -1,13 +1,13 @@
 // Layout Editor (I2VMotion_LayoutEditor): draw box trajectories on the image, on the node itself.
-// The widget's value is the layout JSON that Layout from JSON reads (plus the editor's "image" and object "color"),
-// so it is saved in the workflow and the Python node computes the layout from it.
+// The widget's value is the layout JSON that Layout from JSON reads (plus the editor's "image", object "color" and
+// the "start" layout it was imported from), so it is saved in the workflow and the Python node computes the layout.
 // This entry module registers the extension; the editor is layout_model.js (data, undo), layout_view.js (DOM,
 // drawing batched to animation frames) and layout_interaction.js (pointer, keys). Everything the editor adds to the
 // page (listeners, its ResizeObserver, a pending frame, the play timer) goes when its node is removed.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { after, caseImageUrl, el, outputImageUrl, viewUrl, widgetValue } from "./common.js";
-import { MIN_SIZE, LayoutModel } from "./layout_model.js";
+import { MIN_SIZE, LayoutModel, signature } from "./layout_model.js";
 import { LayoutView, STYLE } from "./layout_view.js";
 import { LayoutInteraction } from "./layout_interaction.js";
 
@@ -29,6 +29,7 @@ class LayoutEditor {
         this.imgKey = null;
         this.execImage = null;
         this.playTimer = null;
+        this.start = null; // the connected start layout of the last run: {parsed, sig}
     }
 
     get root() {
@@ -51,6 +52,8 @@ class LayoutEditor {
 
     /** Bring the controls and the canvas up to date on the next animation frame. */
     refresh() {
+        const s = this.start;
+        this.display.startState = s ? (this.model.data.start === s.sig ? "same" : "changed") : null;
         this.display.invalidate({ controls: true, canvas: true });
     }
 
@@ -144,6 +147,28 @@ class LayoutEditor {
         const res = await r.json();
         this.model.snapshot();
         this.model.data.image = res.subfolder ? `${res.subfolder}/${res.name}` : res.name;
+        this.changed();
+    }
+
+    // -- start layout ----------------------------------------------------------------------------------
+    /** After a run: the start layout the node was given (its ``i2v_start`` output; none when not connected). An
+     * editor with nothing drawn starts from it; a drawing is never replaced but by ⤓ start (undoable). */
+    onStart(text) {
+        let parsed = null;
+        try {
+            parsed = typeof text === "string" ? JSON.parse(text) : null;
+        } catch { /* not sent by this pack's node: ignored */ }
+        this.start = parsed && Array.isArray(parsed.objects) ? { parsed, sig: signature(text) } : null;
+        if (this.start && !this.model.drawn) {
+            this.importStart();
+            this.display.message = `started from the start layout (${this.model.objects.length} objects)`;
+        }
+        this.refresh();
+    }
+
+    importStart() {
+        if (!this.start) return;
+        this.model.importStart(this.start.parsed, this.start.sig);
         this.changed();
     }
 
@@ -243,6 +268,7 @@ app.registerExtension({
                 ed.imgKey = null;
                 ed.updateImage();
             }
+            ed.onStart(message?.i2v_start?.[0]);
         });
         after(nodeType.prototype, "onDrawForeground", function () {
             this.i2vEditor?.updateImage();

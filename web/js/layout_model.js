@@ -7,6 +7,13 @@ export const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#
 export const MIN_SIZE = 0.01; // smallest box side, fraction of the image
 const UNDO_DEPTH = 200;
 
+/** A short, stable signature of a text (FNV-1a, 32 bits): which start layout the drawing was imported from. */
+export function signature(text) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+    return (h >>> 0).toString(16).padStart(8, "0");
+}
+
 export class LayoutModel {
     /** @param settings () => ({frames, interpolation, sizeSpace}): the node's widgets, read when needed. */
     constructor(settings) {
@@ -154,4 +161,18 @@ export class LayoutModel {
         return true;
     }
 
+    // -- start layout ------------------------------------------------------------------------------------
+    /** Replace the objects with a start layout's ({objects: [{phrase, boxes, interpolation?}]}), undoably; ``sig``
+     * records which one, so a changed start layout can be told apart from the one already imported. */
+    importStart(start, sig) {
+        this.snapshot();
+        this.data.objects = (start.objects || []).map((o, i) => ({
+            phrase: String(o.phrase ?? `object ${i + 1}`),
+            color: COLORS[i % COLORS.length],
+            boxes: (o.boxes || []).map((k) => k.slice(0, 5)),
+            ...(o.interpolation ? { interpolation: o.interpolation } : {}),
+        }));
+        this.data.start = sig;
+        this.sel = this.data.objects.length ? 0 : -1;
+    }
 }

@@ -17,6 +17,7 @@ export const STYLE = `
   border: 1px solid var(--border-color, #555); border-radius: 4px; font: inherit; padding: 1px 4px; }
 .i2v-le-btn { cursor: pointer; white-space: nowrap; }
 .i2v-le-btn:hover { filter: brightness(1.3); }
+.i2v-le-btn.i2v-le-attn { border-color: #fb4; color: #fb4; }
 .i2v-le-stage { flex: 1 1 auto; min-height: 160px; position: relative; overflow: hidden; }
 .i2v-le-canvas { position: absolute; left: 0; top: 0; touch-action: none; outline: none; }
 .i2v-le-slider { flex: 1 1 auto; min-width: 60px; }
@@ -30,13 +31,14 @@ export class LayoutView {
     /**
      * @param model the LayoutModel drawn
      * @param act the editor's actions the controls call (select, editSelected, addObject, deleteObject, deleteKey,
-     *            numericEdit, setFrame, togglePlay, undo, redo, upload)
+     *            numericEdit, setFrame, togglePlay, undo, redo, chooseImage, importStart)
      * @param signal aborts every listener the view adds (the editor's teardown)
      */
     constructor(model, act, signal) {
         this.model = model;
         this.img = null;
         this.message = "";      // a transient status message (cleared by the next edit)
+        this.startState = null; // null (no start layout), "same" (imported) or "changed"
         this.dirty = { controls: false, canvas: false };
         this.raf = 0;
         this.listKey = null;
@@ -59,6 +61,8 @@ export class LayoutView {
         this.fileInput = el("input", { type: "file", accept: "image/*", style: { display: "none" }, signal,
             onchange: () => this.fileInput.files[0] && act.upload(this.fileInput.files[0]) });
         this.playBtn = btn("▶", "Play / pause", () => act.togglePlay());
+        this.startBtn = btn("⤓ start", "Replace the drawing with the connected start layout's boxes (⟲ undoes it)",
+            () => act.importStart(), { style: { display: "none" } });
         const bar1 = el("div", { class: "i2v-le-bar" }, this.objSelect,
             btn("+ object", "Add an object (then drag on the image to draw its box)", () => act.addObject()),
             this.phrase, this.color, this.interp,
@@ -75,7 +79,7 @@ export class LayoutView {
         const bar2 = el("div", { class: "i2v-le-bar" }, this.playBtn, this.slider, this.frameLabel,
             btn("⟲", "Undo (Ctrl+Z)", () => act.undo()), btn("⟳", "Redo (Ctrl+Shift+Z)", () => act.redo()),
             btn("image…", "Upload an image to draw on (used when no image is connected)", () => this.fileInput.click()),
-            this.fileInput);
+            this.fileInput, this.startBtn);
         const bar3 = el("div", { class: "i2v-le-bar" }, el("span", { class: "i2v-le-label" }, "box"), ...this.nums,
             btn("✕ key", "Delete the selected object's key box at this frame (Delete)", () => act.deleteKey()));
         this.status = el("div", { class: "i2v-le-status" });
@@ -134,8 +138,14 @@ export class LayoutView {
         });
         const late = m.lateKeys();
         const warn = late.length ? `beyond ${T} frames (raise frames or delete): ${late.join(", ")}` : "";
-        set(this.status, "textContent", [warn, this.message].filter(Boolean).join(" · "));
+        const start = this.startState === "changed"
+            ? "a new start layout is connected: ⤓ start replaces the drawing with it (⟲ undoes)" : "";
+        set(this.status, "textContent", [warn, this.message, start].filter(Boolean).join(" · "));
         if (this.status.classList.contains("i2v-le-warn") !== late.length > 0) this.status.classList.toggle("i2v-le-warn");
+        set(this.startBtn.style, "display", this.startState ? "" : "none");
+        if (this.startBtn.classList.contains("i2v-le-attn") !== (this.startState === "changed")) {
+            this.startBtn.classList.toggle("i2v-le-attn");
+        }
     }
 
     // -- geometry --------------------------------------------------------------------------------------
