@@ -3,7 +3,7 @@
 // the interaction module edits it. A plain module (imported by layout_editor.js; registers no extension).
 import { interpolateBoxes, normBox, round4 } from "./layout_math.js";
 
-export const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"];
 export const MIN_SIZE = 0.01; // smallest box side, fraction of the image
 const UNDO_DEPTH = 200;
 
@@ -68,10 +68,6 @@ export class LayoutModel {
     clampFrame() {
         this.frame = Math.min(Math.max(0, this.frame), this.frames - 1);
         return this.frame;
-    }
-
-    interpOf(o) {
-        return o.interpolation || this.settings().interpolation || "linear";
     }
 
     /** The object's box at every frame (cached until its key boxes or the settings change). */
