@@ -136,6 +136,66 @@ def test_editor_input_is_a_widget_the_converter_maps():
                                      "editor": json.dumps(EDITOR_DATA)}
 
 
+# -- the editor's model module (web/js/layout_model.js, no DOM) run with node --------------------------------
+def _node_js(script: str) -> dict:
+    """Run an ES module script with node (the pack's web/js importable as ./web/js/...); its printed JSON."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("no node executable: the editor's model module is checked in the browser tests instead")
+    r = subprocess.run([node, "--input-type=module", "-e", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_editor_model_undo_cache_and_start_import():
+    """What the view relies on: interpolated boxes recomputed when a key box or a setting changes (never stale), the
+    object list's key unchanged by box edits, undo/redo, and a start layout imported undoably with its signature."""
+    out = _node_js("""
+        import { LayoutModel, signature } from "./web/js/layout_model.js";
+        import { interpolateBoxes } from "./web/js/layout_math.js";
+        const settings = { frames: 16, interpolation: "linear", sizeSpace: "log" };
+        const m = new LayoutModel(() => settings);
+        m.load(JSON.stringify({ objects: [{ phrase: "car", boxes: [[0, 0.1, 0.5, 0.3, 0.8], [15, 0.6, 0.4, 0.8, 0.7]] }] }));
+        const o = m.objects[0], fresh = () => interpolateBoxes(o.boxes, settings.frames, o.interpolation || settings.interpolation, settings.sizeSpace);
+        const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+        const res = { cached: m.boxesOf(o) === m.boxesOf(o) };
+        const list0 = m.listKey();
+        m.snapshot(); m.frame = 8; m.setKey(o, 8, [0.3, 0.3, 0.5, 0.6]);
+        res.afterKey = same(m.boxesOf(o), fresh()) && m.boxesOf(o)[8][0] === 0.3;
+        settings.interpolation = "catmull_rom"; res.afterSetting = same(m.boxesOf(o), fresh());
+        settings.frames = 24; res.afterFrames = m.boxesOf(o).length === 24 && same(m.boxesOf(o), fresh());
+        res.listSameOnBoxEdit = m.listKey() === list0;
+        m.snapshot(); m.addObject(); res.listChangedOnAdd = m.listKey() !== list0;
+        res.undo = m.undo() && m.undo() && m.objects.length === 1 && m.objects[0].boxes.length === 2;
+        res.redo = m.redo() && m.objects[0].boxes.length === 3;
+        const text = JSON.stringify({ frames: 16, objects: [{ phrase: "kite", boxes: [[0, 0.5, 0.1, 0.6, 0.3]] }] });
+        m.importStart(JSON.parse(text), signature(text));
+        res.imported = m.objects.map((x) => x.phrase).join() === "kite" && m.data.start === signature(text);
+        res.sigDiffers = signature(text) !== signature(text.replace("0.5", "0.55"));
+        res.undoImport = m.undo() && m.objects[0].phrase === "car" && m.data.start === undefined;
+        res.badValue = (m.load("{"), m.objects.length === 0 && m.sel === -1);
+        console.log(JSON.stringify(res));
+    """)
+    assert out == {k: True for k in out} and len(out) == 12, out
+
+
+@pytest.mark.parametrize("interp,space", [("linear", "log"), ("ease_in_out", "linear"), ("catmull_rom", "log")])
+def test_editor_interpolation_js_equals_python(interp, space):
+    """layout_math.js (what the editor draws) against layout/boxes.py (what the node outputs), run with node; the
+    browser test checks the same in each frontend."""
+    lay = L.parse_layout(EDITOR_DATA, frames=24, interpolation=interp, size_space=space)
+    keys = [[[k.frame, *k.box] for k in o.keys] for o in lay.objects]
+    js = _node_js(f"""
+        import {{ interpolateBoxes }} from "./web/js/layout_math.js";
+        const keys = {json.dumps(keys)}, interps = {json.dumps([o.interpolation for o in lay.objects])};
+        console.log(JSON.stringify(keys.map((k, i) => interpolateBoxes(k, 24, interps[i], "{space}"))));
+    """)
+    assert (torch.tensor(js, dtype=torch.float64) - lay.boxes().double()).abs().max() < 1e-5
+
+
 # -- compact JSON ------------------------------------------------------------------------------------------
 def test_layout_json_is_compact_one_box_per_line():
     lay = L.parse_layout(EDITOR_DATA)
