@@ -5,7 +5,8 @@
   ``i2v_layout`` output in ``/history``) must hold those boxes; the saved workflow reopens with the same boxes.
 - Layout Editor hygiene: the cost of a pointer move (printed: ms per move, renders and <select> rebuilds per move),
   one draw per animation frame, nothing left on the page once the node is removed.
-- Core boxes (ComfyUI 0.33): two Create Bounding Boxes -> Layout from Bounding Boxes -> the editor's start_layout.
+- Start layouts: Layout from JSON -> the editor's start_layout (both hosts); core boxes (ComfyUI 0.33): two Create
+  Bounding Boxes -> Layout from Bounding Boxes -> the editor's start_layout.
 - The template browser lists exactly the example workflows under the pack; each loads with every node type known
   (no missing-node dialog) and no console error from the pack's extension.
 """
@@ -271,6 +272,40 @@ def test_core_boxes_start_the_layout_editor(ui, server):
     assert _editor_value(page, ids["editor"]) == drawn
     assert ui.ours() == [], ui.ours()
     STATS["times"]["editor: start from core boxes"] = time.perf_counter() - t0
+
+
+def test_editor_start_layout_never_replaces_a_drawing(ui, server):
+    """Both frontends: Layout from JSON -> the editor's start_layout. The empty editor takes the layout after a run;
+    once it holds boxes, a changed start layout is only offered (⤓ start lit), the editor's boxes stay."""
+    page = ui.page
+    first = {"objects": [{"phrase": "ball", "boxes": [[0, 0.1, 0.5, 0.2, 0.66], [15, 0.7, 0.4, 0.8, 0.56]]}]}
+    second = {"objects": [{"phrase": "ball", "boxes": [[0, 0.3, 0.5, 0.4, 0.66], [15, 0.7, 0.4, 0.8, 0.56]]}]}
+    ids = page.evaluate("""(text) => {
+        app.graph.clear();
+        const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+        const js = add("I2VMotion_LayoutFromJSON", [10, 10]);
+        js.widgets.find(w => w.name === "layout_json").value = text;
+        const ed = add("I2VMotion_LayoutEditor", [400, 10]);
+        js.connect(0, ed, ed.inputs.findIndex(i => i.name === "start_layout"));
+        const pv = add("I2VMotion_LayoutPreview", [1000, 40]), pi = add("PreviewImage", [1000, 300]);
+        ed.connect(2, pv, 0); ed.connect(0, pv, 1); pv.connect(0, pi, 0);
+        return {json: js.id, editor: ed.id};
+    }""", json.dumps(first))
+    editor = f"app.graph.getNodeById({ids['editor']}).i2vEditor"
+    entry = _run(page, server)
+    assert json.loads(entry["outputs"][str(ids["editor"])]["i2v_layout"][0])["objects"][0]["boxes"] == \
+        first["objects"][0]["boxes"]
+    page.wait_for_function(f"() => {editor}.model.data.objects.length === 1")
+    took = _editor_value(page, ids["editor"])
+    assert took["objects"][0]["boxes"] == first["objects"][0]["boxes"] and took.get("start")
+    page.evaluate(f"""(text) => app.graph.getNodeById({ids['json']}).widgets.find(w => w.name === "layout_json")
+        .value = text""", json.dumps(second))
+    entry = _run(page, server)
+    assert json.loads(entry["outputs"][str(ids["editor"])]["i2v_layout"][0])["objects"][0]["boxes"] == \
+        first["objects"][0]["boxes"], "the node output the changed start layout over the editor's boxes"
+    page.wait_for_function(f"() => {editor}.display.startBtn.classList.contains('i2v-le-attn')")
+    assert _editor_value(page, ids["editor"]) == took
+    assert ui.ours() == [], ui.ours()
 
 
 # four objects of three key boxes over 16 frames: what the pointer-move measurement edits
