@@ -8,8 +8,9 @@ from .boxes import (INTERPOLATIONS, SIZE_SPACES, KeyBox, Layout, LayoutObject, b
                     merge_layouts, parse_layout, visibility, with_frames)
 from .cases import Case, PathRefused, confine, input_case_names, list_cases, load_case, load_image
 from .draw import draw_layout
-from .interop import (BBOX_FORMATS, BBOX_MODES, layout_from_bboxes, layout_from_points, layout_to_tracks,
-                      parse_bboxes, parse_points, split_phrases, tracks_to_layout)
+from .interop import (BBOX_FORMATS, BBOX_MODES, BOX_MATCHES, bounding_box_frames, layout_from_bboxes,
+                      layout_from_bounding_boxes, layout_from_points, layout_to_bounding_boxes, layout_to_tracks,
+                      parse_bboxes, parse_frame_list, parse_points, split_phrases, tracks_to_layout)
 from .guide import FILLS, compose_latents, composite_guide, fill_region, latent_grow, make_plate, warp_box
 from .masks import box_masks, layout_mask, object_masks, region_masks, soft_union
 from .metrics import (afterimage_score, background_consistency, evaluate_layout, json_safe, masked_ssim,
@@ -31,5 +32,6 @@ __all__ = [
     "trajectory_adherence", "evaluate_layout", "json_safe",
     "BBOX_FORMATS", "BBOX_MODES", "layout_to_tracks", "tracks_to_layout", "parse_points", "layout_from_points",
     "parse_bboxes", "layout_from_bboxes", "split_phrases",
+    "BOX_MATCHES", "bounding_box_frames", "parse_frame_list", "layout_from_bounding_boxes", "layout_to_bounding_boxes",
     "draw_layout", "list_cases", "input_case_names", "load_case", "load_image", "PathRefused", "confine",
 ]

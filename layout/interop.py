@@ -15,6 +15,7 @@ Pure maths (torch only); coordinates of layouts are fractions of the image as ev
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Sequence
 
 import torch
@@ -221,3 +222,157 @@ def layout_from_bboxes(value: Any, width: int, height: int, fmt: str = "xywh", m
 def split_phrases(text: str) -> list[str]:
     """Comma- or newline-separated object phrases (empty entries dropped)."""
     return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# Core bounding boxes (ComfyUI 0.33+ ``BOUNDING_BOX``: Create Bounding Boxes, RT-DETR, SAM3, Draw BBoxes)
+
+BOX_MATCHES: tuple[str, ...] = ("box order", "description")
+
+
+def _box_name(box: dict) -> str:
+    """A box's description: ``metadata.desc`` (else ``text``: the form Create Bounding Boxes reads, though its own
+    output drops it) or a detector's ``label``."""
+    meta = box.get("metadata") if isinstance(box.get("metadata"), dict) else {}
+    for v in (meta.get("desc"), meta.get("text"), box.get("label")):
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return ""
+
+
+def _core_box(box: Any, where: str) -> tuple[tuple[float, float, float, float], str]:
+    """``(x0, y0, x1, y1)`` pixels and the description of one ``{"x", "y", "width", "height"}`` box."""
+    if not isinstance(box, dict):
+        raise ValueError(f"{where}: {box!r} is not a bounding box {{\"x\", \"y\", \"width\", \"height\"}} (pixels)")
+    missing = [k for k in ("x", "y", "width", "height") if k not in box]
+    if missing:
+        raise ValueError(f"{where}: {box!r} has no {', '.join(missing)} (a bounding box is x, y, width, height "
+                         f"in pixels)")
+    vals = []
+    for k in ("x", "y", "width", "height"):
+        v = box[k]
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}: {k} = {v!r} is not a finite number")
+        vals.append(float(v))
+    x, y, w, h = vals
+    if w < 0 or h < 0:
+        raise ValueError(f"{where}: width {w:g} and height {h:g} must not be negative")
+    return (x, y, x + w, y + h), _box_name(box)
+
+
+def bounding_box_frames(value: Any) -> list[list[dict]]:
+    """The frames of a ``BOUNDING_BOX`` value as core writes it: one box (a dict: Bounding Box), one frame (a list
+    of dicts: what Create Bounding Boxes reads), or a list of frames (a list of lists: Create Bounding Boxes,
+    RT-DETR, SAM3 and Draw BBoxes, a frame per image); JSON text of these too. Boxes are not validated here."""
+    data = _json(value, "bounding boxes")
+    if isinstance(data, dict):
+        return [[data]]
+    if not isinstance(data, (list, tuple)):
+        raise ValueError(f"bounding boxes must be a box {{x, y, width, height}}, a list of boxes or a list of frames "
+                         f"(lists of boxes), got {type(data).__name__}")
+    if not data:
+        return []
+    if all(isinstance(f, (list, tuple)) for f in data):
+        return [list(f) for f in data]
+    if all(isinstance(b, dict) for b in data):
+        return [list(data)]
+    raise ValueError("bounding boxes must be a list of boxes {x, y, width, height} or a list of frames (lists of "
+                     "boxes), not a mix of both")
+
+
+def parse_frame_list(text: str) -> list[int]:
+    """Key frame indices from text such as ``"0, 8, 15"`` (commas, spaces or new lines between them)."""
+    out = []
+    for part in text.replace(",", " ").split():
+        try:
+            f = int(part)
+        except ValueError:
+            raise ValueError(f"key_frames: {part!r} is not a whole number (give frame indices like 0, 8, 15)") from None
+        if f < 0:
+            raise ValueError(f"key_frames: {f} is negative (frame indices start at 0)")
+        out.append(f)
+    return out
+
+
+def layout_from_bounding_boxes(values: Sequence[Any], width: int, height: int, frames: int = 16,
+                               key_frames: Sequence[int] = (), match: str = BOX_MATCHES[0],
+                               phrases: Sequence[str] = (), interpolation: str = "linear",
+                               size_space: str = "log") -> Layout:
+    """A layout from core bounding boxes: every frame of every value in ``values`` (in order) is one key frame.
+
+    Key frames are ``key_frames`` (one per box frame) or spread evenly from 0 to ``frames - 1`` (``frames`` 0: one
+    frame per box frame; more box frames than frames: the first that lands on a frame wins). Object identity across
+    key frames is ``match``: "box order" (the i-th box of every frame is object i: the drawing order Create Bounding
+    Boxes keeps; its boxes carry no description) or "description" (boxes with the same label or ``metadata.desc`` are
+    one object, a repeated one pairs by its order within the frame; boxes without one pair by their order among
+    those). A box of zero width or height gives its object no key box at that frame. Phrases: ``phrases`` where
+    given, else the label or description, else "object n"."""
+    if match not in BOX_MATCHES:
+        raise ValueError(f"match {match!r} is not one of {', '.join(BOX_MATCHES)}")
+    box_frames = [f for v in values for f in bounding_box_frames(v)]
+    if not any(box_frames):
+        raise ValueError("no bounding boxes: connect Create Bounding Boxes (draw at least one box) or another node's "
+                         "BOUNDING_BOX output")
+    n = len(box_frames)
+    if key_frames:
+        key_frames = list(key_frames)
+        if len(key_frames) != n:
+            raise ValueError(f"key_frames names {len(key_frames)} frames but the bounding boxes have {n} frames "
+                             f"(one key frame each, in input order)")
+        if len(set(key_frames)) != n:
+            raise ValueError(f"key_frames {key_frames} names a frame twice")
+        frames = frames or max(key_frames) + 1
+        if max(key_frames) >= frames:
+            raise ValueError(f"key_frames {key_frames} go beyond the layout length ({frames} frames, valid 0.."
+                             f"{frames - 1}): raise frames")
+    else:
+        frames = frames or n
+        key_frames = [_frame_of(i, n, frames) for i in range(n)]
+    objs: dict[Any, dict] = {}  # identity -> {"name", "keys"}, in order of first appearance
+    for fi, (kf, boxes) in enumerate(zip(key_frames, box_frames)):
+        seen: dict[str, int] = {}
+        for j, raw in enumerate(boxes):
+            (x0, y0, x1, y1), name = _core_box(raw, f"bounding box frame {fi}, box {j}")
+            if match == BOX_MATCHES[0]:
+                ident: Any = j
+            else:
+                ident = (name, seen.get(name, 0))
+                seen[name] = ident[1] + 1
+            o = objs.setdefault(ident, {"name": name, "keys": []})
+            o["name"] = o["name"] or name
+            if x1 <= x0 or y1 <= y0:
+                continue  # an empty box: no key box for this object here
+            nb = (x0 / width, y0 / height, x1 / width, y1 / height)
+            if min(nb) < -1.0 or max(nb) > 2.0:
+                raise ValueError(f"bounding box frame {fi}, box {j} ({x0:g}, {y0:g}, {x1 - x0:g} x {y1 - y0:g} px) lies "
+                                 f"far outside a {width} x {height} image: are width and height those of the canvas "
+                                 f"the boxes were drawn on?")
+            o["keys"].append((kf, nb))
+    kept = [o for o in objs.values() if o["keys"]]
+    if not kept:
+        raise ValueError("every bounding box has zero width or height")
+    out = tuple(make_object(_phrase(phrases, i, o["name"] or f"object {i}"), _dedupe_keys(o["keys"]), frames, i,
+                            interpolation) for i, o in enumerate(kept))
+    return Layout(frames, out, size_space)
+
+
+def layout_to_bounding_boxes(layout: Layout, width: int, height: int, clip: bool = False) -> list[list[dict]]:
+    """Core ``BOUNDING_BOX`` frames from a layout: for every frame, every object's box in pixels (corners rounded to
+    whole pixels), in object order, the phrase as ``metadata.desc`` (Create Bounding Boxes) and ``label``
+    (Draw BBoxes). ``clip``: boxes cut to the image (one wholly outside has zero width or height there)."""
+    b = layout.boxes().double() * torch.tensor([width, height, width, height], dtype=torch.float64)
+    if clip:
+        b = torch.stack([b[..., 0].clamp(0, width), b[..., 1].clamp(0, height),
+                         b[..., 2].clamp(0, width), b[..., 3].clamp(0, height)], -1)
+    r = b.round().long().tolist()  # [N][T][4]
+    out = []
+    for t in range(layout.frames):
+        frame = []
+        for o, boxes in zip(layout.objects, r):
+            x0, y0, x1, y1 = boxes[t]
+            frame.append({"x": x0, "y": y0, "width": max(0, x1 - x0), "height": max(0, y1 - y0),
+                          "label": o.phrase, "metadata": {"type": "obj", "desc": o.phrase}})
+        out.append(frame)
+    return out

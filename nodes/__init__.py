@@ -47,6 +47,9 @@ SEARCH_ALIASES: dict[str, list[str]] = {
     "I2VMotion_LayoutFromBBOX": ["KJNodes", "bounding box", "points editor", *_LAYOUT],
     "I2VMotion_LayoutToTracks": ["tracks", "WanMove", "points", *_LAYOUT],
     "I2VMotion_TracksToLayout": ["tracks", "WanMove", "points", *_LAYOUT],
+    "I2VMotion_LayoutFromBoundingBoxes": ["bounding box", "create bounding boxes", "BOUNDING_BOX", "key frames",
+                                          "SAM3", "detection", *_LAYOUT],
+    "I2VMotion_LayoutToBoundingBoxes": ["bounding box", "BOUNDING_BOX", "draw bboxes", "SAM3", "export", *_LAYOUT],
 }
 
 

@@ -16,13 +16,12 @@ from pathlib import Path
 from .comfy import PACK_DIR
 from .spec import Spec, SpecError
 
-# The one place that names the fixture maker (the lead moves it to tests/support/fixtures.py: repoint here).
+# The one place that names the fixture maker (tests/support, run with tools/ and tests/ on PYTHONPATH).
 _MAKER = r"""
-import json, os, sys
-sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
+import json, sys
 import comfy_inproc
 comfy_inproc.bootstrap("cpu")
-from i2v_motion.backbones.fixtures import make_tiny_checkpoint
+from support.fixtures import make_tiny_checkpoint
 for dest, kwargs in json.loads(sys.argv[2]).items():
     make_tiny_checkpoint(dest, **kwargs)
 """
@@ -43,6 +42,8 @@ def make_tiny_checkpoints(models_root: Path | str, models: dict[str, dict], comf
             Path(dest).parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, I2V_COMFY_DIR=str(Path(comfy_dir).resolve()), OMP_NUM_THREADS=os.environ.get(
             "OMP_NUM_THREADS", "1"))
+        env["PYTHONPATH"] = os.pathsep.join([str(PACK_DIR / "tools"), str(PACK_DIR / "tests")]
+                                            + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         subprocess.run([str(python or sys.executable), "-c", _MAKER, str(PACK_DIR), json.dumps(todo)],
                        check=True, env=env)
     return [root / rel for rel in models]

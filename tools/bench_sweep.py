@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))
+
+import paths  # noqa: E402
+
+paths.use_pack_root()  # the pack's ``sweep`` package
 
 import host  # noqa: E402
 

@@ -34,6 +34,14 @@ key box there. **✕ key** deletes it, **⟲ / ⟳** undo and redo, the **box** 
 catmull_rom) belong to the selected object. **image…** uploads an image to draw on when none is connected
 (a connected Load Image or Load Layout Case shows at once; other images after one run).
 
+**Keys** (click the image first): Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo, Delete the key box at this frame,
+← / → the previous / next frame.
+
+**Start layout.** Connect a layout to `start_layout` (e.g. core's Create Bounding Boxes → Layout from Bounding
+Boxes) and run: while nothing is drawn the node outputs that layout and the editor takes its boxes as key boxes.
+Once you have drawn, a changed start layout only lights up **⤓ start**, which replaces the drawing with it
+(⟲ undoes that).
+
 The drawing is saved in the workflow (a widget value in Layout from JSON's format plus colours and the image
 name) and the layout output equals Layout from JSON on the same text.""",
     "I2VMotion_LayoutFromJSON": """\
@@ -54,6 +62,19 @@ rectangle, `xyxy` or `xywh`) or the same list typed as JSON: `[[40, 160, 96, 96]
 Layout → Tracks → Tracks to Layout (same box size, simplify 0) gives back every object's box centre at every
 frame (to float32 precision). ComfyUI 0.33+ only (the TRACKS type).""",
     "I2VMotion_TracksToLayout": "ComfyUI 0.33+ only (the TRACKS type).",
+    "I2VMotion_LayoutFromBoundingBoxes": """\
+Draw the boxes of each key frame with core's **Create Bounding Boxes** (same width and height as here, or connect
+its background image to `image`) and connect each to the next free `bboxes_N` input, in key-frame order; a node
+that gives a list of frames (RT-DETR, SAM3, Layout to Bounding Boxes) gives one key frame per frame. With
+`match` = box order, draw the objects in the same order on every canvas and name them in `phrases` (Create
+Bounding Boxes keeps each box's description for its `elements` output only: its boxes carry none); description
+pairs boxes by the label a detector or Layout to Bounding Boxes gives them. The boxes' pixels are divided by
+width/height, so boxes may leave the image.
+ComfyUI 0.33+ only (the BOUNDING_BOX type).""",
+    "I2VMotion_LayoutToBoundingBoxes": """\
+Layout → Layout to Bounding Boxes → Layout from Bounding Boxes (`frames` = the layout's, match by box order)
+gives back every object's box at every frame to within half a pixel. Create Bounding Boxes, given these boxes at
+its `bboxes` input, shows the first frame's. ComfyUI 0.33+ only (the BOUNDING_BOX type).""",
     "I2VMotion_LayoutCaseLoader": """\
 The `name` list holds the shipped cases and the case JSON files in sub-folders of ComfyUI's input folder
 (`sub/folder/case`); nothing outside those two places is listed or read.""",
@@ -76,6 +97,10 @@ def _default(node_id: str, name: str, typ, opts: dict) -> str:
 
 
 def _type(node_id: str, name: str, typ, opts: dict) -> str:
+    tpl = opts.get("template") if typ == "COMFY_AUTOGROW_V3" else None
+    if isinstance(tpl, dict):  # a growing list of inputs: name_0, name_1, … (one more appears as each is connected)
+        inner = next(iter(v for sec in tpl.get("input", {}).values() for v in sec.values()), ["?"])
+        return f"`{inner[0]}` × {tpl.get('min', 1)}–{tpl.get('max', '…')} (`{tpl.get('prefix', '')}0`, `{tpl.get('prefix', '')}1`, …)"
     if isinstance(typ, list):
         options = typ
     elif typ == "COMBO":

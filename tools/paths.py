@@ -28,6 +28,13 @@ def use_support() -> None:
             sys.path.insert(0, p)
 
 
+def use_pack_root() -> None:
+    """Make the pack's own top-level packages that run without ComfyUI (``sweep``) importable: the checkout's root
+    goes *last* on the path, so ComfyUI's top-level modules (``nodes``, ``server`` …) keep winning."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+
+
 def pythonpath(env: dict | None = None) -> str:
     """A ``PYTHONPATH`` for a child python that imports the tools and ``support`` (before ``env``'s own)."""
     parts = [str(TOOLS), str(TESTS)]

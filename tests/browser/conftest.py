@@ -127,6 +127,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     tr.section("browser")
     for k, v in STATS["times"].items():
         tr.write_line(f"{k}: {v:.1f} s")
+    for line in STATS.get("lines", []):
+        tr.write_line(line)
     for a in STATS["artifacts"]:
         tr.write_line(f"screenshot: {a}")
     tr.write_line(f"console errors/warnings from the pack's extension: {len(STATS.get('ours', []))}")

@@ -30,12 +30,12 @@ import time
 from pathlib import Path
 
 import comfy_server
+import paths
 import pytest
 
 from .conftest import REPO, STATS as _STATS, comfy_dir
 
-if str(REPO) not in sys.path:  # the pack's sweep package; last, so ComfyUI's own top-level modules win
-    sys.path.append(str(REPO))
+paths.use_pack_root()  # the pack's sweep package; last on the path, so ComfyUI's own top-level modules win
 
 pytestmark = pytest.mark.integration
 

@@ -66,6 +66,45 @@ def test_editor_uploaded_image_and_placeholder(tmp_path):
     assert tuple(out.result[2].shape) == (1, 320, 512, 3) and "i2v_editor_image" not in out.ui
 
 
+START = L.parse_layout({"objects": [
+    {"phrase": "car", "boxes": [[0, 0.125, 0.5, 0.3125, 0.8], [15, 0.78125, 0.45, 1.03125, 0.8]]},
+    {"phrase": "kite", "interpolation": "catmull_rom", "boxes": [[0, 0.625, 0.1, 0.71875, 0.3], [15, 0.3, 0.15, 0.4, 0.35]]}]},
+    frames=16)
+
+
+def test_editor_starts_from_a_connected_layout():
+    """Nothing drawn: the node outputs the start layout (with the editor's settings) and sends it in the editor's
+    format (object interpolation only where it differs from the node's); what the editor then holds gives the same
+    layout on the next run."""
+    out = TR.LayoutEditor.execute(16, "linear", "log", TR.EMPTY_EDITOR, None, START)
+    lay, text, _ = out.result
+    assert lay == START
+    sent = json.loads(out.ui["i2v_start"][0])
+    assert sent["frames"] == 16 and [o["phrase"] for o in sent["objects"]] == ["car", "kite"]
+    assert "interpolation" not in sent["objects"][0] and sent["objects"][1]["interpolation"] == "catmull_rom"
+    imported = {"start": "0f0f0f0f", "objects": [dict(o, color="#e6194b") for o in sent["objects"]]}
+    assert TR.LayoutEditor.execute(16, "linear", "log", json.dumps(imported)).result[0] == lay
+    # objects without boxes are nothing drawn either (an added object not yet drawn)
+    empty = json.dumps({"objects": [{"phrase": "object 1", "boxes": []}]})
+    assert TR.LayoutEditor.execute(16, "linear", "log", empty, None, START).result[0] == START
+
+
+def test_editor_drawing_wins_over_the_start_layout():
+    drawing = json.dumps({k: v for k, v in EDITOR_DATA.items() if k != "image"})
+    out = TR.LayoutEditor.execute(16, "linear", "log", drawing, None, START)
+    assert out.result[0] == L.parse_layout(EDITOR_DATA, frames=16)  # the drawing, not the start layout
+    assert json.loads(out.ui["i2v_start"][0])["objects"][0]["phrase"] == "car"  # still sent: the editor offers it
+    assert "i2v_start" not in TR.LayoutEditor.execute(16, "linear", "log", drawing).ui
+
+
+def test_editor_start_layout_longer_than_frames_says_so():
+    with pytest.raises(ValueError, match="up to frame 15 but the Layout Editor's frames is 8: raise frames to 16"):
+        TR.LayoutEditor.execute(8, "linear", "log", TR.EMPTY_EDITOR, None, START)
+    out = TR.LayoutEditor.execute(8, "linear", "log", json.dumps({"objects": [  # a drawing that fits: no error
+        {"phrase": "a", "boxes": [[0, 0.1, 0.1, 0.2, 0.2]]}]}), None, START)
+    assert out.result[0].frames == 8
+
+
 @pytest.mark.parametrize("image", ["../../etc/passwd", "/etc/hostname", "no_such_file.png"])
 def test_editor_image_confined_to_input(image):
     data = dict(EDITOR_DATA, image=image)
@@ -96,6 +135,66 @@ def test_editor_input_is_a_widget_the_converter_maps():
     assert warnings == []
     assert prompt["1"]["inputs"] == {"frames": 16, "interpolation": "linear", "size_space": "log",
                                      "editor": json.dumps(EDITOR_DATA)}
+
+
+# -- the editor's model module (web/js/layout_model.js, no DOM) run with node --------------------------------
+def _node_js(script: str) -> dict:
+    """Run an ES module script with node (the pack's web/js importable as ./web/js/...); its printed JSON."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("no node executable: the editor's model module is checked in the browser tests instead")
+    r = subprocess.run([node, "--input-type=module", "-e", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_editor_model_undo_cache_and_start_import():
+    """What the view relies on: interpolated boxes recomputed when a key box or a setting changes (never stale), the
+    object list's key unchanged by box edits, undo/redo, and a start layout imported undoably with its signature."""
+    out = _node_js("""
+        import { LayoutModel, signature } from "./web/js/layout_model.js";
+        import { interpolateBoxes } from "./web/js/layout_math.js";
+        const settings = { frames: 16, interpolation: "linear", sizeSpace: "log" };
+        const m = new LayoutModel(() => settings);
+        m.load(JSON.stringify({ objects: [{ phrase: "car", boxes: [[0, 0.1, 0.5, 0.3, 0.8], [15, 0.6, 0.4, 0.8, 0.7]] }] }));
+        const o = m.objects[0], fresh = () => interpolateBoxes(o.boxes, settings.frames, o.interpolation || settings.interpolation, settings.sizeSpace);
+        const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+        const res = { cached: m.boxesOf(o) === m.boxesOf(o) };
+        const list0 = m.listKey();
+        m.snapshot(); m.frame = 8; m.setKey(o, 8, [0.3, 0.3, 0.5, 0.6]);
+        res.afterKey = same(m.boxesOf(o), fresh()) && m.boxesOf(o)[8][0] === 0.3;
+        settings.interpolation = "catmull_rom"; res.afterSetting = same(m.boxesOf(o), fresh());
+        settings.frames = 24; res.afterFrames = m.boxesOf(o).length === 24 && same(m.boxesOf(o), fresh());
+        res.listSameOnBoxEdit = m.listKey() === list0;
+        m.snapshot(); m.addObject(); res.listChangedOnAdd = m.listKey() !== list0;
+        res.undo = m.undo() && m.undo() && m.objects.length === 1 && m.objects[0].boxes.length === 2;
+        res.redo = m.redo() && m.objects[0].boxes.length === 3;
+        const text = JSON.stringify({ frames: 16, objects: [{ phrase: "kite", boxes: [[0, 0.5, 0.1, 0.6, 0.3]] }] });
+        m.importStart(JSON.parse(text), signature(text));
+        res.imported = m.objects.map((x) => x.phrase).join() === "kite" && m.data.start === signature(text);
+        res.sigDiffers = signature(text) !== signature(text.replace("0.5", "0.55"));
+        res.undoImport = m.undo() && m.objects[0].phrase === "car" && m.data.start === undefined;
+        res.badValue = (m.load("{"), m.objects.length === 0 && m.sel === -1);
+        console.log(JSON.stringify(res));
+    """)
+    assert out == {k: True for k in out} and len(out) == 12, out
+
+
+@pytest.mark.parametrize("interp,space", [("linear", "log"), ("ease_in_out", "linear"), ("catmull_rom", "log")])
+def test_editor_interpolation_js_equals_python(interp, space):
+    """layout_math.js (what the editor draws) against layout/boxes.py (what the node outputs), run with node; the
+    browser test checks the same in each frontend."""
+    lay = L.parse_layout(EDITOR_DATA, frames=24, interpolation=interp, size_space=space)
+    keys = [[[k.frame, *k.box] for k in o.keys] for o in lay.objects]
+    js = _node_js(f"""
+        import {{ interpolateBoxes }} from "./web/js/layout_math.js";
+        const keys = {json.dumps(keys)}, interps = {json.dumps([o.interpolation for o in lay.objects])};
+        console.log(JSON.stringify(keys.map((k, i) => interpolateBoxes(k, 24, interps[i], "{space}"))));
+    """)
+    assert (torch.tensor(js, dtype=torch.float64) - lay.boxes().double()).abs().max() < 1e-5
 
 
 # -- compact JSON ------------------------------------------------------------------------------------------

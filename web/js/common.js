@@ -4,11 +4,13 @@ import { api } from "../../../scripts/api.js";
 /** The pack's folder name as ComfyUI serves it (/extensions/<pack>/, /api/workflow_templates/<pack>/). */
 export const PACK = (new URL(import.meta.url).pathname.match(/\/extensions\/([^/]+)\//) || [])[1] || "comfyui-i2v-motion";
 
-export const el = (tag, attrs = {}, ...kids) => {
+/** A DOM element: attributes, ``style`` (an object), ``on<event>`` listeners (removed when ``signal``, an
+ * AbortSignal, aborts) and children. */
+export const el = (tag, { signal, ...attrs } = {}, ...kids) => {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
         if (k === "style") Object.assign(e.style, v);
-        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v, signal ? { signal } : undefined);
         else e.setAttribute(k, v);
     }
     for (const k of kids) e.append(k);
