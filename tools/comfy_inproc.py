@@ -121,6 +121,7 @@ def bootstrap(device: str = "cpu", dynamic_vram: bool | None = False, threads: i
     if want_dynamic and not enabled:
         logging.warning("dynamic VRAM was asked for but comfy-aimdo did not initialise; legacy ModelPatcher in use")
     import folder_paths  # noqa: F401
+    import nodes  # noqa: F401  (ComfyUI's own top-level ``nodes``, bound before anything on the path could shadow it)
 
     import_pack()
     STATE.update(comfy_dir=str(cdir), device=str(mm.get_torch_device()), dynamic_vram=enabled,
