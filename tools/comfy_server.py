@@ -12,7 +12,9 @@ Library::
 isolated ``--base-directory`` (models/, input/, output/, temp/, user/,
 custom_nodes/ holding only a link to this pack), loads no other custom node pack
 (``--disable-all-custom-nodes --whitelist-custom-nodes comfyui-i2v-motion``; ``isolate=False`` drops those
-flags and loads whatever is in its ``custom_nodes/``, as a user's ComfyUI does), listens on a free
+flags and loads whatever is in its ``custom_nodes/``, as a user's ComfyUI does) except the ``extra_packs`` it is
+given — linked and whitelisted beside this one, e.g. :data:`TEST_NODES` (the test-only stand-in nodes that tiny runs
+of Wan workflows use in place of the umT5 text encoder; never part of the pack) — listens on a free
 127.0.0.1 port and logs to ``<base>/comfyui.log``. ``extra_model_dirs`` adds ComfyUI-style model roots
 (e.g. the host's own ``ComfyUI/models``) through a generated ``extra_model_paths.yaml``.
 
@@ -46,6 +48,8 @@ from typing import Any
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 PACK_NAME = "comfyui-i2v-motion"
+#: test-only node pack for runs on stand-in weights (``I2VTest_WanTextEncode``); tests and the demo load it
+TEST_NODES = REPO / "tests" / "support" / "comfy_nodes" / "i2v_test_standins"
 import procmem  # noqa: E402  (tools/ is on the path of every importer: paths.py)
 
 #: output keys of ``/history`` entries that list files ({filename, subfolder, type})
@@ -135,7 +139,7 @@ class ComfyServer:
                  base_dir: Path | str | None = None, port: int | None = None,
                  extra_model_dirs: Iterable[Path | str] = (), extra_args: Iterable[str] = (),
                  load_pack: bool = True, pack_dir: Path | str = REPO, env: dict | None = None,
-                 cpu: bool | None = None, isolate: bool = True):
+                 cpu: bool | None = None, isolate: bool = True, extra_packs: Iterable[Path | str] = ()):
         if comfy_dir is None or python is None:
             import host  # tools/host.py
 
@@ -153,6 +157,7 @@ class ComfyServer:
         self.env = env
         self.cpu = cpu
         self.isolate = isolate
+        self.extra_packs = [Path(p).resolve() for p in extra_packs]
         self.proc: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
         self.start_seconds: float | None = None
@@ -182,14 +187,16 @@ class ComfyServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _prepare(self) -> list[str]:
-        for d in ("models/checkpoints", "models/diffusion_models", "models/clip_vision", "models/vae",
-                  "input", "output", "user", "custom_nodes"):
+        for d in ("models/checkpoints", "models/diffusion_models", "models/clip_vision", "models/vae", "models/loras",
+                  "models/text_encoders", "input", "output", "user", "custom_nodes"):
             (self.base_dir / d).mkdir(parents=True, exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_NAME
-        if self.load_pack and not (link.is_symlink() and link.resolve() == self.pack_dir):
-            if link.is_symlink():
-                link.unlink()
-            link.symlink_to(self.pack_dir, target_is_directory=True)
+        links = ([(PACK_NAME, self.pack_dir)] if self.load_pack else []) + [(p.name, p) for p in self.extra_packs]
+        for name, target in links:
+            link = self.base_dir / "custom_nodes" / name
+            if not (link.is_symlink() and link.resolve() == target):
+                if link.is_symlink():
+                    link.unlink()
+                link.symlink_to(target, target_is_directory=True)
         if self.cpu is None:
             self.cpu = not _cuda_available(self.python)
         args = (["--cpu"] if self.cpu else []) + ["--listen", "127.0.0.1", "--port", str(self.port),
@@ -197,7 +204,7 @@ class ComfyServer:
                 "--input-directory", str(self.input_dir), "--temp-directory", str(self.base_dir),
                 "--disable-auto-launch", "--preview-method", "none"]
         if self.isolate:
-            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME]
+            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, *(p.name for p in self.extra_packs)]
         cli = (self.comfy_dir / "comfy" / "cli_args.py").read_text(errors="replace")
         if "--disable-api-nodes" in cli:
             args.append("--disable-api-nodes")
@@ -241,12 +248,12 @@ class ComfyServer:
                                        f"{self.log_path}:\n" + self.log_tail())
             time.sleep(0.25)
         self.start_seconds = time.perf_counter() - t0
-        if self.load_pack:
-            failed = self.pack_import_failures()
+        for name in ([PACK_NAME] if self.load_pack else []) + [p.name for p in self.extra_packs]:
+            failed = self.pack_import_failures(name)
             if failed:
                 msg = "\n".join(failed)
                 self.stop()
-                raise PackImportError(f"{PACK_NAME} failed to import in ComfyUI:\n{msg}")
+                raise PackImportError(f"{name} failed to import in ComfyUI:\n{msg}")
         return self
 
     def stop(self) -> int | None:
@@ -306,15 +313,15 @@ class ComfyServer:
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
 
-    def pack_import_failures(self) -> list[str]:
-        """Log lines saying this pack failed to import, with the traceback ComfyUI printed before them."""
+    def pack_import_failures(self, name: str = PACK_NAME) -> list[str]:
+        """Log lines saying pack ``name`` (default: this one) failed to import, with the traceback before them."""
         text = self.log_text()
         lines = text.splitlines()
-        bad = [ln for ln in lines if "IMPORT FAILED" in ln and PACK_NAME in ln]
+        bad = [ln for ln in lines if "IMPORT FAILED" in ln and name in ln]
         if not bad:
             return []
         stop = next((i for i, ln in enumerate(lines) if ("Cannot import" in ln or "Error while calling" in ln)
-                     and PACK_NAME in ln), None)
+                     and name in ln), None)
         if stop is not None:
             start = next((i for i in range(stop, -1, -1) if lines[i].startswith("Traceback")), stop)
             bad = lines[start:stop + 1] + bad
