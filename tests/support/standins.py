@@ -210,9 +210,15 @@ def _link(src: Path, dest: Path) -> None:
         dest.symlink_to(src)
 
 
-def make(models_dir: str | os.PathLike, rel: str, spec: dict | None = None) -> tuple[Path, float]:
+class NotCached(LookupError):
+    """:func:`make` with ``generate=False`` found no cached file (making one needs torch and ComfyUI)."""
+
+
+def make(models_dir: str | os.PathLike, rel: str, spec: dict | None = None,
+         generate: bool = True) -> tuple[Path, float]:
     """Write the stand-in ``spec`` at ``<models_dir>/<rel>`` (from the cache when there); ``(path, seconds spent
-    generating)`` — 0.0 when the cache had it."""
+    generating)`` — 0.0 when the cache had it. ``generate=False`` only links a cached file (stdlib only: any python
+    can do it) and raises :class:`NotCached` otherwise."""
     kind, kw = split(spec)
     dest = Path(models_dir) / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -220,10 +226,14 @@ def make(models_dir: str | os.PathLike, rel: str, spec: dict | None = None) -> t
     cache = cache_dir()
     t0 = time.perf_counter()
     if cache is None:
+        if not generate:
+            raise NotCached(f"{rel}: the stand-in cache is off")
         _write(kind, kw, dest)
         return dest, time.perf_counter() - t0
     cached = cache / f"{kind}-{_digest(kind, kw, ext)}{ext}"
     made = 0.0
+    if not generate and not cached.is_file():
+        raise NotCached(f"{rel}: no cached {kind} stand-in")
     if cached.is_file():
         os.utime(cached)  # in use: not stale
     else:
