@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the Wan stand-ins cost on this machine: per file its generation time and size (written fresh to a temporary
 cache), its load time through core's own loader node, and one tiny run per Wan kind through core's nodes
-(``support.wan.run_i2v`` / ``run_a14b`` / ``run_ti2v``), with the process's peak RSS after each step.
+(``support.wan.run_i2v`` / ``run_a14b`` / ``run_ti2v``), with the process's peak RSS so far after each step. Everything
+runs under ``torch.inference_mode`` as in ComfyUI's executor.
 
 Usage (host python, or any python3: it re-runs itself with the host's): ``python3 tools/bench_standins.py
 [--host 0.33] [--size 64] [--length 9] [--steps 2] [--vae21-dim 96] [--skip-clip-vision]``. One JSON line per
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _rss_mib() -> float:
+    """Peak resident set of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not a.skip_clip_vision:
         files["clip_vision/clip_vision_h.safetensors"] = {"kind": "clip_vision_h"}
-    with tempfile.TemporaryDirectory(prefix="bench-standins-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-standins-") as tmp, torch.inference_mode():
         os.environ["I2V_STANDIN_CACHE"] = str(Path(tmp) / "cache")
         root = Path(tmp) / "models"
         for rel, spec in files.items():

@@ -242,7 +242,7 @@ def save(sd: dict[str, torch.Tensor], path: str | os.PathLike, what: str) -> str
     return path
 
 
-# -- tiny runs through core's nodes ----------------------------------------------------------------------
+# -- tiny runs through core's nodes (under torch.inference_mode, as ComfyUI's executor runs every node) ----
 def start_image(width: int = 64, height: int = 64) -> torch.Tensor:
     """A deterministic ``[1, H, W, 3]`` picture (gradients and a box) to start a video from."""
     y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
@@ -259,6 +259,7 @@ def _cond(text: str, negative: str) -> tuple[list, list]:
     return text_conditioning(text), text_conditioning(negative)
 
 
+@torch.inference_mode()
 def run_i2v(model, vae, clip_vision=None, *, clip_vision_output=None, width: int = 64, height: int = 64,
             length: int = 9, steps: int = 2, cfg: float = 3.0, seed: int = 0, text: str = "a red box drifts right",
             negative: str = "") -> torch.Tensor:
@@ -278,6 +279,7 @@ def run_i2v(model, vae, clip_vision=None, *, clip_vision_output=None, width: int
     return comfy_nodes.VAEDecode().decode(vae, samples)[0]
 
 
+@torch.inference_mode()
 def run_a14b(high, low, vae, *, split: int = 1, width: int = 64, height: int = 64, length: int = 9, steps: int = 2,
              cfg: float = 3.5, seed: int = 0, text: str = "a red box drifts right", negative: str = "") -> torch.Tensor:
     """Wan 2.2 A14B I2V as core's template: WanImageToVideo, then two KSamplerAdvanced — the high-noise model for
@@ -294,6 +296,7 @@ def run_a14b(high, low, vae, *, split: int = 1, width: int = 64, height: int = 6
     return comfy_nodes.VAEDecode().decode(vae, out)[0]
 
 
+@torch.inference_mode()
 def run_ti2v(model, vae, *, width: int = 32, height: int = 32, length: int = 5, steps: int = 2, cfg: float = 3.0,
              seed: int = 0, text: str = "a red box drifts right", negative: str = "") -> torch.Tensor:
     """Wan 2.2 TI2V-5B: Wan22ImageToVideoLatent (start frame in the latent, ``noise_mask``) → KSampler → VAEDecode."""

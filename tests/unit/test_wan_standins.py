@@ -53,6 +53,14 @@ def models(tmp_path_factory):
     mm.unload_all_models()
 
 
+@pytest.fixture(autouse=True)
+def _inference_mode():
+    """Core's nodes run under ``torch.inference_mode`` in ComfyUI's executor; outside it, their outputs would keep
+    autograd graphs alive (the CLIP-H encode alone: 3 GB)."""
+    with torch.inference_mode():
+        yield
+
+
 def _unet(name: str):
     return comfy_nodes.UNETLoader().load_unet(name, "default")[0]
 
@@ -112,30 +120,16 @@ def test_wan21_vae_standin_is_core_wan21_vae(models, name, dim, frames):
 
 
 @pytest.fixture(scope="module")
-def wan22_vae(models):
-    vae = _vae(VAE22)
-    yield vae
-    del vae
-    _free()
-
-
-def test_wan22_vae_standin_is_core_wan22_vae(wan22_vae):
-    assert type(wan22_vae.first_stage_model).__module__ == "comfy.ldm.wan.vae2_2"
-    assert tuple(wan22_vae.downscale_index_formula) == (4, 16, 16) and wan22_vae.latent_channels == 48
-    z = wan22_vae.encode(wan.start_image(64, 32))
-    assert tuple(z.shape) == (1, 48, 1, 2, 4) and torch.isfinite(z).all() and z.std() > 0
-
-
-@pytest.fixture(scope="module")
 def clip_vision_h(models):
     """What core's CLIPVisionLoader builds from the stand-in (its config) and CLIPVisionEncode's output for the start
-    image; the 632 M-parameter tower is freed again."""
-    cv = comfy_nodes.CLIPVisionLoader().load_clip(CLIP_H)[0]
-    sd = cv.get_sd()
-    info = {"class": type(cv.model).__name__, "image_size": cv.image_size,
-            "width": sd["vision_model.embeddings.class_embedding"].shape[0],
-            "layers": len({k.split(".")[3] for k in sd if k.startswith("vision_model.encoder.layers.")})}
-    out = comfy_nodes.CLIPVisionEncode().encode(cv, wan.start_image(), "none")[0]
+    image; the 632 M-parameter tower is freed again (never in memory together with the Wan 2.2 VAE)."""
+    with torch.inference_mode():
+        cv = comfy_nodes.CLIPVisionLoader().load_clip(CLIP_H)[0]
+        sd = cv.get_sd()
+        info = {"class": type(cv.model).__name__, "image_size": cv.image_size,
+                "width": sd["vision_model.embeddings.class_embedding"].shape[0],
+                "layers": len({k.split(".")[3] for k in sd if k.startswith("vision_model.encoder.layers.")})}
+        out = comfy_nodes.CLIPVisionEncode().encode(cv, wan.start_image(), "none")[0]
     del cv, sd
     _free()
     return info, out
@@ -168,10 +162,6 @@ def test_wan22_a14b_two_expert_run(models):
     _check_video(out, 9, 32, 32)
     high_only = wan.run_a14b(high, high, vae, split=1, steps=2, width=32, height=32, length=9)
     assert not torch.equal(out, high_only), "the low-noise model did not take over at the split"
-
-
-def test_wan22_ti2v_run(models, wan22_vae):
-    _check_video(wan.run_ti2v(_unet(TI2V), wan22_vae, width=64, height=32, length=5), 5, 64, 32)
 
 
 # -- LoRAs -----------------------------------------------------------------------------------------------
@@ -323,3 +313,24 @@ def test_standin_cache_writes_each_file_once(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown stand-in kind"):
         standins.make(tmp_path / "e", "x/y.safetensors", {"kind": "nope"})
     assert json.loads(json.dumps(standins.OFFICIAL))  # sidecar-friendly specs
+
+
+# -- Wan 2.2 VAE: 705 M parameters, 2.8 GB in fp32 on the CPU; loaded once, after CLIP-H is freed ----------
+@pytest.fixture(scope="module")
+def wan22_vae(models):
+    with torch.inference_mode():
+        vae = _vae(VAE22)
+    yield vae
+    del vae
+    _free()
+
+
+def test_wan22_vae_standin_is_core_wan22_vae(wan22_vae):
+    assert type(wan22_vae.first_stage_model).__module__ == "comfy.ldm.wan.vae2_2"
+    assert tuple(wan22_vae.downscale_index_formula) == (4, 16, 16) and wan22_vae.latent_channels == 48
+    z = wan22_vae.encode(wan.start_image(64, 32))
+    assert tuple(z.shape) == (1, 48, 1, 2, 4) and torch.isfinite(z).all() and z.std() > 0
+
+
+def test_wan22_ti2v_run(models, wan22_vae):
+    _check_video(wan.run_ti2v(_unet(TI2V), wan22_vae, width=64, height=32, length=5), 5, 64, 32)
