@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
               else any(n.get("type") == LOADER for n in wf.get("nodes", [])))
     roots = [r for r in [comfy / "models"] if r.is_dir()]
     ckpt_name, tiny = None, bool(a.tiny)
+    if a.ckpt and not has_dc:
+        say(f"--ckpt names a DynamiCrafter checkpoint, but {wf_path.name} has no {LOADER}: ignored")
     if has_dc and a.ckpt:
         p = Path(a.ckpt).expanduser()
         if p.is_file():

@@ -287,8 +287,12 @@ def test_demo_makes_exactly_the_standins_an_example_needs(wf_path):
     """``tools/demo.py --workflow`` decides from the loaders' widget values which files must exist; on stand-ins it
     makes the sidecar's ``tiny_models`` (or one DynamiCrafter per pack-loader name): the same files."""
     expect = workflow.load_expect(wf_path)
-    files = workflow.model_files_ui(workflow.load(wf_path))
+    wf = workflow.load(wf_path)
+    files = workflow.model_files_ui(wf)
     assert files, f"{wf_path.name} names no model file"
+    for node in wf["nodes"]:  # the Wan text encoder is swapped for I2VTest_WanTextEncode, never made
+        if node["type"] == "CLIPLoader" and "wan" in (node.get("widgets_values") or []):
+            files = {rel: ids for rel, ids in files.items() if str(node["id"]) not in ids}
     if "tiny_models" in expect:
         assert set(files) == set(expect["tiny_models"])
         for rel, spec in expect["tiny_models"].items():
