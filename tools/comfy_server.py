@@ -204,7 +204,8 @@ class ComfyServer:
                 "--input-directory", str(self.input_dir), "--temp-directory", str(self.base_dir),
                 "--disable-auto-launch", "--preview-method", "none"]
         if self.isolate:
-            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, *(p.name for p in self.extra_packs)]
+            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
+                     *(p.name for p in self.extra_packs)]
         cli = (self.comfy_dir / "comfy" / "cli_args.py").read_text(errors="replace")
         if "--disable-api-nodes" in cli:
             args.append("--disable-api-nodes")

@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 workflow.set_input(prompt, cls, "steps", a.steps)
         elif not tiny and (srv.get_json("/system_stats").get("devices") or [{}])[0].get("type", "cpu") == "cpu":
             say("note: a full-size model on CPU takes a long time; --steps N shortens the run")
-        say(f"running {wf_path.name} " + ("on stand-ins" if tiny else f"with {ckpt_name or ', '.join(needed)}") + " ...")
+        using = "stand-ins" if tiny else ckpt_name or ", ".join(needed)
+        say(f"running {wf_path.name} on {using} ...")
         try:
             res = srv.run(prompt, timeout=a.timeout)
         except comfy_server.ComfyError as e:

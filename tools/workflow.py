@@ -321,7 +321,8 @@ def load_expect(path: Path | str) -> dict:
 
 PACK_LOADER = "I2VMotion_LoadDynamiCrafter"
 #: loader nodes → (input naming the file, models folder it is read from); core's and the pack's
-LOADERS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"), "ImageOnlyCheckpointLoader": ("ckpt_name", "checkpoints"),
+LOADERS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
+           "ImageOnlyCheckpointLoader": ("ckpt_name", "checkpoints"),
            "UNETLoader": ("unet_name", "diffusion_models"), "VAELoader": ("vae_name", "vae"),
            "CLIPVisionLoader": ("clip_name", "clip_vision"), "CLIPLoader": ("clip_name", "text_encoders"),
            "LoraLoader": ("lora_name", "loras"), "LoraLoaderModelOnly": ("lora_name", "loras"),

@@ -140,12 +140,14 @@ OFFICIAL = {
     "wan2.2_i2v_high_noise_14B": {"kind": "wan22_a14b", "seed": 0},
     "wan2.2_i2v_low_noise_14B": {"kind": "wan22_a14b", "seed": 1},
     "wan2.2_ti2v_5B": {"kind": "wan22_ti2v"},
-    "wan_2.1_vae": {"kind": "wan21_vae"}, "wan2.2_vae": {"kind": "wan22_vae"}, "clip_vision_h": {"kind": "clip_vision_h"},
+    "wan_2.1_vae": {"kind": "wan21_vae"}, "wan2.2_vae": {"kind": "wan22_vae"},
+    "clip_vision_h": {"kind": "clip_vision_h"},
 }
 
 
 def split(spec: dict | None) -> tuple[str, dict]:
-    """``(kind, maker kwargs)`` of a spec; without ``kind``: ``arch`` (``dynamicrafter``/``svd``), default DynamiCrafter."""
+    """``(kind, maker kwargs)`` of a spec; without ``kind``: ``arch`` (``dynamicrafter`` / ``svd``), else
+    DynamiCrafter."""
     kw = dict(spec or {})
     kind = kw.pop("kind", None) or kw.pop("arch", None) or "dynamicrafter"
     kw.pop("arch", None)

@@ -72,7 +72,8 @@ def _generator(seed: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
 
 
-def draw(key: str, shape: Iterable[int], seed: int, dtype: torch.dtype = torch.float16, gain: float = 1.0) -> torch.Tensor:
+def draw(key: str, shape: Iterable[int], seed: int, dtype: torch.dtype = torch.float16,
+         gain: float = 1.0) -> torch.Tensor:
     """One random tensor for ``key`` (seeded by ``seed`` and the key): 1-D weights and ``gamma`` are norm gains
     (``1 + 0.1·n``), biases and ``modulation`` ``0.1·n``, other weights ``gain · n / sqrt(fan_in)``."""
     shape = tuple(shape)
@@ -299,7 +300,8 @@ def run_a14b(high, low, vae, *, split: int = 1, width: int = 64, height: int = 6
 @torch.inference_mode()
 def run_ti2v(model, vae, *, width: int = 32, height: int = 32, length: int = 5, steps: int = 2, cfg: float = 3.0,
              seed: int = 0, text: str = "a red box drifts right", negative: str = "") -> torch.Tensor:
-    """Wan 2.2 TI2V-5B: Wan22ImageToVideoLatent (start frame in the latent, ``noise_mask``) → KSampler → VAEDecode."""
+    """Wan 2.2 TI2V-5B: Wan22ImageToVideoLatent (start frame in the latent, ``noise_mask``) → KSampler →
+    VAEDecode."""
     import nodes as comfy_nodes
     from comfy_extras.nodes_wan import Wan22ImageToVideoLatent
 

@@ -27,7 +27,7 @@ I2V = "wan2.1_i2v_480p_14B_fp16.safetensors"
 HIGH, LOW = "wan2.2_i2v_high_noise_14B_fp16.safetensors", "wan2.2_i2v_low_noise_14B_fp16.safetensors"
 TI2V = "wan2.2_ti2v_5B_fp16.safetensors"
 VAE21, VAE21_NARROW, VAE22 = "wan_2.1_vae.safetensors", "wan_2.1_vae_dim32.safetensors", "wan2.2_vae.safetensors"
-CLIP_H = "clip_vision_h.safetensors"
+CLIP_H, UMT5 = "clip_vision_h.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 MODELS = {
     f"diffusion_models/{I2V}": {"kind": "wan21_i2v"},
     f"diffusion_models/{HIGH}": {"kind": "wan22_a14b", "seed": 0},
@@ -187,8 +187,8 @@ def test_wan_lora_patches_exactly_its_layers(models, kind, name):
 
 def test_dynamicrafter_lora_patches_exactly_its_layers(models, tiny_dc):
     _, targets = standins.dc_lora_targets()
-    patched = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(tiny_dc.model, "dynamicrafter_tiny_lora.safetensors",
-                                                                     1.0)[0]
+    lora = "dynamicrafter_tiny_lora.safetensors"
+    patched = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(tiny_dc.model, lora, 1.0)[0]
     assert _changed(loaded_weights(tiny_dc.model), loaded_weights(patched)) == \
         {f"diffusion_model.{t}.weight" for t in targets}
 
@@ -235,14 +235,15 @@ def test_text_standin_node_returns_the_same_conditioning():
     spec.loader.exec_module(mod)
     node = mod.NODE_CLASS_MAPPINGS["I2VTest_WanTextEncode"]()
     (cond,) = node.encode("a red box drifts right")
-    assert torch.equal(cond[0][0], wan.text_embedding("a red box drifts right")) and cond[0][1] == {"pooled_output": None}
+    assert torch.equal(cond[0][0], wan.text_embedding("a red box drifts right"))
+    assert cond[0][1] == {"pooled_output": None}
     assert set(mod.NODE_CLASS_MAPPINGS["I2VTest_WanTextEncode"].INPUT_TYPES()["required"]) == {"text"}
 
 
 # -- harness: node swaps, models a workflow needs, the cache --------------------------------------------
 def _wan_prompt() -> dict:
     return {
-        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan"}},
+        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": UMT5, "type": "wan"}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a boat", "clip": ["1", 0]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 0]}},
         "4": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}},
