@@ -225,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                 workflow.apply_overrides(prompt, expect["tiny_overrides"])
                 say(f"stand-ins: running at the small CI settings of {wf_path.stem}.expect.json "
                     "(--full: the workflow's own size and steps; slow on CPU)")
-            dropped = workflow.apply_replacements(prompt, workflow.tiny_replacements(prompt, expect))
-            if dropped:
-                say(f"swapped for the stand-in run: {', '.join(dropped)} dropped "
-                    "(the Wan text encoder is replaced by I2VTest_WanTextEncode)")
+            swaps = workflow.tiny_replacements(prompt, expect)
+            dropped = workflow.apply_replacements(prompt, swaps)
+            if swaps:
+                say(f"stand-in run: node(s) {', '.join(swaps)} swapped for "
+                    f"{', '.join(sorted({s['class_type'] for s in swaps.values()}))}"
+                    + (f"; unused node(s) {', '.join(dropped)} dropped" if dropped else ""))
             models = workflow.tiny_models(prompt, expect)
             lacking = sorted(set(workflow.model_files(prompt)) - set(models))
             if lacking:
