@@ -434,7 +434,8 @@ class ComfyServer(ComfyClient):
                  base_dir: Path | str | None = None, port: int | None = None,
                  extra_model_dirs: Iterable[Path | str] = (), extra_args: Iterable[str] = (),
                  load_pack: bool = True, pack_dir: Path | str = PACK_DIR, env: dict | None = None,
-                 cpu: bool | None = None, isolate: bool = True, orphan_guard: bool = False):
+                 cpu: bool | None = None, isolate: bool = True, orphan_guard: bool = False,
+                 extra_packs: Iterable[Path | str] = ()):
         super().__init__()
         self.comfy_dir = Path(comfy_dir).resolve()
         self.python = Path(python or sys.executable)
@@ -448,6 +449,7 @@ class ComfyServer(ComfyClient):
         self.env = env
         self.cpu = cpu
         self.isolate = isolate
+        self.extra_packs = [Path(p).resolve() for p in extra_packs]  # node packs linked and whitelisted beside this one
         self.orphan_guard = orphan_guard
         self.proc: subprocess.Popen | None = None
         self._guard: subprocess.Popen | None = None
@@ -482,14 +484,16 @@ class ComfyServer(ComfyClient):
         return self.proc.pid if self.proc is not None else None
 
     def _prepare(self) -> list[str]:
-        for d in ("models/checkpoints", "models/diffusion_models", "models/clip_vision", "models/vae",
-                  "input", "output", "user", "custom_nodes"):
+        for d in ("models/checkpoints", "models/diffusion_models", "models/clip_vision", "models/vae", "models/loras",
+                  "models/text_encoders", "input", "output", "user", "custom_nodes"):
             (self.base_dir / d).mkdir(parents=True, exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_NAME
-        if self.load_pack and not (link.is_symlink() and link.resolve() == self.pack_dir):
-            if link.is_symlink():
-                link.unlink()
-            link.symlink_to(self.pack_dir, target_is_directory=True)
+        links = ([(PACK_NAME, self.pack_dir)] if self.load_pack else []) + [(p.name, p) for p in self.extra_packs]
+        for name, target in links:
+            link = self.base_dir / "custom_nodes" / name
+            if not (link.is_symlink() and link.resolve() == target):
+                if link.is_symlink():
+                    link.unlink()
+                link.symlink_to(target, target_is_directory=True)
         if self.cpu is None:
             self.cpu = not _cuda_available(self.python)
         args = (["--cpu"] if self.cpu else []) + ["--listen", "127.0.0.1", "--port", str(self.port),
@@ -497,7 +501,8 @@ class ComfyServer(ComfyClient):
                 "--input-directory", str(self.input_dir), "--temp-directory", str(self.base_dir),
                 "--disable-auto-launch", "--preview-method", "none"]
         if self.isolate:
-            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME]
+            args += ["--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME,
+                     *(p.name for p in self.extra_packs)]
         cli = (self.comfy_dir / "comfy" / "cli_args.py").read_text(errors="replace")
         if "--disable-api-nodes" in cli:
             args.append("--disable-api-nodes")
@@ -545,12 +550,12 @@ class ComfyServer(ComfyClient):
                                        f"{self.log_path}:\n" + self.log_tail())
             time.sleep(0.25)
         self.start_seconds = time.perf_counter() - t0
-        if self.load_pack:
-            failed = self.pack_import_failures()
+        for name in ([PACK_NAME] if self.load_pack else []) + [p.name for p in self.extra_packs]:
+            failed = self.pack_import_failures(name)
             if failed:
                 msg = "\n".join(failed)
                 self.stop()
-                raise PackImportError(f"{PACK_NAME} failed to import in ComfyUI:\n{msg}")
+                raise PackImportError(f"{name} failed to import in ComfyUI:\n{msg}")
         return self
 
     def stop(self) -> int | None:
@@ -615,14 +620,14 @@ class ComfyServer(ComfyClient):
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
 
-    def pack_import_failures(self) -> list[str]:
-        """Log lines saying this pack failed to import, with the traceback ComfyUI printed before them."""
+    def pack_import_failures(self, name: str = PACK_NAME) -> list[str]:
+        """Log lines saying pack ``name`` (default: this one) failed to import, with the traceback before them."""
         lines = self.log_text().splitlines()
-        bad = [ln for ln in lines if "IMPORT FAILED" in ln and PACK_NAME in ln]
+        bad = [ln for ln in lines if "IMPORT FAILED" in ln and name in ln]
         if not bad:
             return []
         stop = next((i for i, ln in enumerate(lines) if ("Cannot import" in ln or "Error while calling" in ln)
-                     and PACK_NAME in ln), None)
+                     and name in ln), None)
         if stop is not None:
             start = next((i for i in range(stop, -1, -1) if lines[i].startswith("Traceback")), stop)
             bad = lines[start:stop + 1] + bad

@@ -16,35 +16,33 @@ from pathlib import Path
 from .comfy import PACK_DIR
 from .spec import Spec, SpecError
 
-# The one place that names the fixture maker (tests/support, run with tools/ and tests/ on PYTHONPATH).
+# The one maker of stand-in files (tests/support/standins.py, run with tools/ and tests/ on PYTHONPATH).
 _MAKER = r"""
 import json, sys
 import comfy_inproc
 comfy_inproc.bootstrap("cpu")
-from support.fixtures import make_tiny_checkpoint
-for dest, kwargs in json.loads(sys.argv[2]).items():
-    make_tiny_checkpoint(dest, **kwargs)
+from support.standins import make_all
+make_all(sys.argv[2], json.loads(sys.argv[3]))
 """
 
 
 def make_tiny_checkpoints(models_root: Path | str, models: dict[str, dict], comfy_dir: Path | str,
                           python: Path | str | None = None) -> list[Path]:
-    """Write ``{"<models sub-path>": make_tiny_checkpoint kwargs}`` under ``models_root`` (skipping files already
-    there) with the pack's fixture maker, run by ``python`` on the ComfyUI at ``comfy_dir``; returns the paths."""
+    """Write ``{"<models sub-path>": stand-in spec}`` (``support.standins``: DynamiCrafter, SVD, Wan …) under
+    ``models_root`` (skipping files already there), run by ``python`` on the ComfyUI at ``comfy_dir``; returns the
+    paths."""
     root = Path(models_root)
-    todo = {str(root / rel): dict(kw or {}) for rel, kw in models.items() if not (root / rel).is_file()}
+    todo = {rel: dict(kw or {}) for rel, kw in models.items() if not (root / rel).is_file()}
     if todo:
         if not (PACK_DIR / "tools" / "comfy_inproc.py").is_file():
             raise SystemExit("tiny stand-in checkpoints need the repository's tools/ (a git clone of the pack); this "
                              f"install lacks {PACK_DIR / 'tools'}: put the workflow's real checkpoints in ComfyUI's "
                              "models folders, or run the sweep from a git clone")
-        for dest in todo:
-            Path(dest).parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, I2V_COMFY_DIR=str(Path(comfy_dir).resolve()), OMP_NUM_THREADS=os.environ.get(
             "OMP_NUM_THREADS", "1"))
         env["PYTHONPATH"] = os.pathsep.join([str(PACK_DIR / "tools"), str(PACK_DIR / "tests")]
                                             + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        subprocess.run([str(python or sys.executable), "-c", _MAKER, str(PACK_DIR), json.dumps(todo)],
+        subprocess.run([str(python or sys.executable), "-c", _MAKER, str(PACK_DIR), str(root), json.dumps(todo)],
                        check=True, env=env)
     return [root / rel for rel in models]
 

@@ -38,6 +38,9 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
+#: test-only node pack for runs on stand-in weights (``I2VTest_WanTextEncode``, in place of the umT5 text encoder;
+#: never part of the pack): tests and the demo pass it as ``extra_packs``
+TEST_NODES = REPO / "tests" / "support" / "comfy_nodes" / "i2v_test_standins"
 
 import paths  # noqa: E402  (tools/ is on the path of every importer)
 

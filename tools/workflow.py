@@ -122,25 +122,128 @@ def load_expect(path: Path | str) -> dict:
 
 
 PACK_LOADER = "I2VMotion_LoadDynamiCrafter"
+#: loader nodes → (input naming the file, models folder it is read from); core's and the pack's
+LOADERS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
+           "ImageOnlyCheckpointLoader": ("ckpt_name", "checkpoints"),
+           "UNETLoader": ("unet_name", "diffusion_models"), "VAELoader": ("vae_name", "vae"),
+           "CLIPVisionLoader": ("clip_name", "clip_vision"), "CLIPLoader": ("clip_name", "text_encoders"),
+           "LoraLoader": ("lora_name", "loras"), "LoraLoaderModelOnly": ("lora_name", "loras"),
+           PACK_LOADER: ("ckpt_name", "checkpoints")}
+#: the test-only node (tests/support/comfy_nodes) that stands in for CLIPTextEncode on core's Wan text encoder
+WAN_TEXT_STANDIN = {"class_type": "I2VTest_WanTextEncode", "drop": ["clip"]}
+
+
+def model_files(prompt: dict) -> dict[str, list[str]]:
+    """``{"<folder>/<file>": [node ids]}`` of every model file the prompt's loader nodes (:data:`LOADERS`) name."""
+    out: dict[str, list[str]] = {}
+    for nid, node in prompt.items():
+        entry = LOADERS.get(node.get("class_type"))
+        name = node.get("inputs", {}).get(entry[0]) if entry else None
+        if isinstance(name, str):
+            out.setdefault(f"{entry[1]}/{name}", []).append(nid)
+    return out
+
+
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+
+
+def model_files_ui(wf: dict) -> dict[str, list[str]]:
+    """:func:`model_files` of a UI-format workflow read without ``/object_info``: the model-file-looking widget
+    values of its (not muted or bypassed) loader nodes."""
+    if is_api_format(wf):
+        return model_files(wf.get("prompt", wf) if isinstance(wf.get("prompt"), dict) else wf)
+    out: dict[str, list[str]] = {}
+    for node in wf.get("nodes", []):
+        entry = LOADERS.get(node.get("type"))
+        if entry is None or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+            continue
+        values = node.get("widgets_values") or []
+        values = [values.get(entry[0])] if isinstance(values, dict) else values
+        for v in values:
+            if isinstance(v, str) and v.lower().endswith(MODEL_SUFFIXES):
+                out.setdefault(f"{entry[1]}/{v}", []).append(str(node.get("id")))
+    return out
 
 
 def tiny_models(prompt: dict, expect: dict) -> dict[str, dict]:
-    """Tiny checkpoints a run on random weights needs: ``{"<models sub-path>": make_tiny_checkpoint kwargs}``.
+    """Stand-ins a run on random weights needs: ``{"<models sub-path>": spec}`` (``support.standins``: a ``kind``
+    and its arguments; no ``kind``: a DynamiCrafter checkpoint, or ``arch``'s).
 
-    ``expect["tiny_models"]`` when given; else one per ``ckpt_name`` of the pack's loader, under that very
-    name in ``checkpoints/`` (variant: the loader's, or "256" when the name says so, else "512").
+    ``expect["tiny_models"]`` when given; else one DynamiCrafter per ``ckpt_name`` of the pack's loader, under that
+    very name in ``checkpoints/`` (variant: the loader's, or "256" when the name says so, else "512"), and the
+    official Wan files (``standins.guess``: ``wan2.1_i2v_480p_14B…``, ``wan_2.1_vae…``, ``clip_vision_h…``, ...)
+    any core loader names. The Wan text encoder is never made: see :func:`tiny_replacements`.
     """
     if "tiny_models" in expect:
         return dict(expect["tiny_models"])
+    import paths
+
+    paths.use_support()
+    from support.standins import guess
+
     out: dict[str, dict] = {}
-    for nid in find_nodes(prompt, PACK_LOADER):
-        inputs = prompt[nid]["inputs"]
-        name, variant = inputs.get("ckpt_name"), inputs.get("variant", "auto")
-        if isinstance(name, str):
+    for rel, ids in model_files(prompt).items():
+        inputs = prompt[ids[0]]["inputs"]
+        if prompt[ids[0]]["class_type"] == PACK_LOADER:
+            variant = inputs.get("variant", "auto")
             if variant == "auto":
-                variant = "256" if "256" in Path(name).stem else "512"
-            out[f"checkpoints/{name}"] = {"variant": variant}
+                variant = "256" if "256" in Path(rel).stem else "512"
+            out[rel] = {"variant": variant}
+        elif not rel.startswith("text_encoders/") and (spec := guess(rel)) is not None:
+            out[rel] = spec
     return out
+
+
+def _source(value: Any) -> str | None:
+    return str(value[0]) if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) else None
+
+
+def tiny_replacements(prompt: dict, expect: dict) -> dict[str, dict]:
+    """Node swaps for a run on stand-ins: ``{node id: {"class_type", "drop": [inputs], "inputs": {...}}}``.
+
+    By default every ``CLIPTextEncode`` whose ``clip`` comes from a ``CLIPLoader`` of type ``wan`` (umT5-XXL, which
+    no stand-in can replace) becomes :data:`WAN_TEXT_STANDIN` (same text, umT5-shaped CONDITIONING). The sidecar's
+    ``tiny_replace`` (``{"<node id or class_type>": swap or null}``) adds swaps or, with null, cancels them.
+    """
+    out: dict[str, dict] = {}
+    for nid in find_nodes(prompt, "CLIPTextEncode"):
+        src = _source(prompt[nid]["inputs"].get("clip"))
+        loader = prompt.get(src or "", {})
+        if loader.get("class_type") == "CLIPLoader" and loader.get("inputs", {}).get("type") == "wan":
+            out[nid] = copy.deepcopy(WAN_TEXT_STANDIN)
+    for key, swap in (expect.get("tiny_replace") or {}).items():
+        ids = [key] if key in prompt else find_nodes(prompt, key)
+        if not ids:
+            raise KeyError(f"tiny_replace target {key!r} is neither a node id nor a class type in the prompt")
+        for nid in ids:
+            if swap is None:
+                out.pop(nid, None)
+            else:
+                out[nid] = copy.deepcopy(swap)
+    return out
+
+
+def apply_replacements(prompt: dict, swaps: dict[str, dict]) -> list[str]:
+    """Apply :func:`tiny_replacements`: set each node's ``class_type``, drop the named inputs, merge ``inputs``;
+    then delete the nodes a dropped link came from once nothing uses them (e.g. the Wan ``CLIPLoader``), and so on
+    upstream. Returns the ids of the deleted nodes."""
+    orphans: list[str] = []
+    for nid, swap in swaps.items():
+        node = prompt[nid]
+        node["class_type"] = swap["class_type"]
+        for name in swap.get("drop", []):
+            src = _source(node["inputs"].pop(name, None))
+            if src is not None:
+                orphans.append(src)
+        node["inputs"].update(swap.get("inputs", {}))
+    removed: list[str] = []
+    while orphans:
+        nid = orphans.pop()
+        if nid not in prompt or any(_source(v) == nid for n in prompt.values() for v in n.get("inputs", {}).values()):
+            continue
+        orphans += [s for v in prompt.pop(nid).get("inputs", {}).values() if (s := _source(v)) is not None]
+        removed.append(nid)
+    return removed
 
 
 def input_files(wf_path: Path | str, prompt: dict, expect: dict) -> dict[str, Path | None]:

@@ -2,8 +2,8 @@
 
 The server runs the same ComfyUI as the in-process unit tests (``I2V_COMFY_DIR``, set by
 ``tools/test.py``) with the interpreter running pytest, an isolated base directory under pytest's tmp
-dir, and only this pack loaded. Start time, peak RSS and per-workflow run times are printed in the
-terminal summary.
+dir, and only this pack loaded (plus the test-only stand-in nodes, ``comfy_server.TEST_NODES``). Start time,
+peak RSS, stand-in files and per-workflow run times are printed in the terminal summary.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def comfy_dir() -> Path:
 def comfy(tmp_path_factory) -> comfy_server.ComfyServer:
     """A started :class:`comfy_server.ComfyServer` shared by the integration tests (stopped after them)."""
     base = tmp_path_factory.mktemp("comfy-server")
-    srv = comfy_server.ComfyServer(comfy_dir(), sys.executable, base_dir=base)
+    srv = comfy_server.ComfyServer(comfy_dir(), sys.executable, base_dir=base, extra_packs=[comfy_server.TEST_NODES])
     try:
         srv.start(timeout=240)
     except comfy_server.ComfyError as e:
@@ -65,26 +65,21 @@ def place_input_images(srv: comfy_server.ComfyServer, prompt: dict, wf_path: Pat
 
 
 def make_tiny_models(srv: comfy_server.ComfyServer, models: dict) -> None:
-    """Write tiny random-weight checkpoints ``{"<models sub-path>": make_tiny_checkpoint kwargs}``."""
+    """Write the stand-ins ``{"<models sub-path>": spec}`` (``support.standins``; cached between runs)."""
     if not models:
         return
-    try:
-        from support.fixtures import make_tiny_checkpoint
-    except ImportError as e:
-        pytest.fail(f"workflow needs tiny checkpoints but tests/support/fixtures.py is missing: {e}",
-                    pytrace=False)
+    from support import standins
+
     made = STATS.setdefault("tiny_kwargs", {})
-    for rel, kwargs in models.items():
-        dest = srv.models_dir / rel
+    for rel, spec in models.items():
         if rel in made:
-            assert made[rel] == (kwargs or {}), \
-                f"two workflows want different tiny checkpoints under one name {rel}: {made[rel]} vs {kwargs}"
+            assert made[rel] == (spec or {}), \
+                f"two workflows want different stand-ins under one name {rel}: {made[rel]} vs {spec}"
             continue
-        made[rel] = kwargs or {}
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        made[rel] = spec or {}
         t0 = time.perf_counter()
-        make_tiny_checkpoint(str(dest), **(kwargs or {}))
-        STATS.setdefault("tiny_ckpt_s", {})[rel] = time.perf_counter() - t0
+        _, generated = standins.make(srv.models_dir, rel, spec)
+        STATS.setdefault("tiny_ckpt_s", {})[rel] = (generated, time.perf_counter() - t0)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -98,7 +93,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     tr.section("comfyui server")
     tr.write_line(f"start-up {STATS['start_s']:.1f} s, peak RSS {STATS.get('peak_rss_mib', 0):.0f} MiB, "
                   f"log {STATS['log']}")
-    for rel, s in STATS.get("tiny_ckpt_s", {}).items():
-        tr.write_line(f"tiny checkpoint {rel}: generated in {s:.1f} s")
+    for rel, (gen, s) in STATS.get("tiny_ckpt_s", {}).items():
+        tr.write_line(f"stand-in {rel}: " + (f"generated in {gen:.1f} s" if gen else f"from the cache in {s:.1f} s"))
     for name, s in STATS["runs"].items():
         tr.write_line(f"workflow {name}: {s:.1f} s")

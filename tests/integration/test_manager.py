@@ -278,11 +278,9 @@ def test_manager_git_url_install_restart_run_disable_uninstall(manager_host, tmp
             tiny = workflow.tiny_models(prompt, expect)
             workflow.apply_overrides(prompt, expect.get("tiny_overrides"))
             expect = {**expect, **expect.get("tiny_expect", {})}
-            from support.fixtures import make_tiny_checkpoint
+            from support import standins
 
-            for rel, kwargs in tiny.items():
-                (srv.models_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                make_tiny_checkpoint(str(srv.models_dir / rel), **(kwargs or {}))
+            standins.make_all(srv.models_dir, tiny)
             place_input_images(srv, prompt, wf_path, expect)
             res = srv.run(prompt, timeout=600)
             files = [f for f in srv.output_files(res.outputs) if f.suffix == ".webp"]

@@ -20,9 +20,16 @@ to be run here):
 ``tiny_expect``
     ``{"frames", "width", "height"}`` of that tiny run (default: the top-level values).
 ``tiny_models``
-    ``{"checkpoints/<file>": {make_tiny_checkpoint kwargs}}``; default: one tiny checkpoint per
-    ``I2VMotion_LoadDynamiCrafter`` ``ckpt_name``, written under that very name (so ``.ckpt`` names
-    exercise the pickle path); see ``workflow.tiny_models``.
+    ``{"<models sub-path>": spec}``: the stand-in files to write (``support.standins``: ``{"kind": ..., args}``,
+    e.g. ``{"diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors": {"kind": "wan21_i2v"}}``; without ``kind`` a
+    DynamiCrafter checkpoint, ``make_tiny_checkpoint`` kwargs, ``"arch": "svd"`` for SVD). Default: one tiny
+    checkpoint per ``I2VMotion_LoadDynamiCrafter`` ``ckpt_name``, written under that very name (so ``.ckpt`` names
+    exercise the pickle path), and the official Wan file names core loaders name; see ``workflow.tiny_models``.
+``tiny_replace``
+    ``{"<node id or class_type>": {"class_type": ..., "drop": [inputs], "inputs": {...}} or null}``: node swaps
+    of the tiny run, applied after ``tiny_overrides``. Default: each ``CLIPTextEncode`` fed by a Wan
+    ``CLIPLoader`` becomes the test-only ``I2VTest_WanTextEncode`` (umT5-shaped conditioning from the text; no
+    umT5-XXL) and the loader is dropped; null cancels a swap. See ``workflow.tiny_replacements``.
 ``timeout``
     Seconds allowed for the run (default 900).
 ``files``
@@ -109,6 +116,7 @@ def _run_case(comfy, object_info, wf_path: Path) -> None:
     tiny = workflow.tiny_models(prompt, expect)
     if tiny:
         workflow.apply_overrides(prompt, expect.get("tiny_overrides"))
+        workflow.apply_replacements(prompt, workflow.tiny_replacements(prompt, expect))
         expect = {**expect, **expect.get("tiny_expect", {})}
     make_tiny_models(comfy, tiny)
     place_input_images(comfy, prompt, wf_path, expect)
