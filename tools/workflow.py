@@ -169,13 +169,12 @@ def tiny_models(prompt: dict, expect: dict) -> dict[str, dict]:
     """Stand-ins a run on random weights needs: ``{"<models sub-path>": spec}`` (``support.standins``: a ``kind``
     and its arguments; no ``kind``: a DynamiCrafter checkpoint, or ``arch``'s).
 
-    ``expect["tiny_models"]`` when given; else one DynamiCrafter per ``ckpt_name`` of the pack's loader, under that
+    One DynamiCrafter per ``ckpt_name`` of the pack's loader, under that
     very name in ``checkpoints/`` (variant: the loader's, or "256" when the name says so, else "512"), and the
     official Wan files (``standins.guess``: ``wan2.1_i2v_480p_14B…``, ``wan_2.1_vae…``, ``clip_vision_h…``, ...)
-    any core loader names. The Wan text encoder is never made: see :func:`tiny_replacements`.
+    any core loader names; then ``expect["tiny_models"]`` entries, which win. The Wan text encoder is never made: see
+    :func:`tiny_replacements`.
     """
-    if "tiny_models" in expect:
-        return dict(expect["tiny_models"])
     import paths
 
     paths.use_support()
@@ -191,6 +190,7 @@ def tiny_models(prompt: dict, expect: dict) -> dict[str, dict]:
             out[rel] = {"variant": variant}
         elif not rel.startswith("text_encoders/") and (spec := guess(rel)) is not None:
             out[rel] = spec
+    out.update(expect.get("tiny_models") or {})  # the sidecar's entries win (seeds, narrower VAEs, LoRAs)
     return out
 
 
