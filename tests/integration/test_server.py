@@ -118,6 +118,7 @@ def _run_case(comfy, object_info, wf_path: Path) -> None:
         workflow.apply_overrides(prompt, expect.get("tiny_overrides"))
         workflow.apply_replacements(prompt, workflow.tiny_replacements(prompt, expect))
         expect = {**expect, **expect.get("tiny_expect", {})}
+        tiny = workflow.tiny_models(prompt, expect)  # what the swapped graph still loads
     make_tiny_models(comfy, tiny)
     place_input_images(comfy, prompt, wf_path, expect)
     t0 = time.perf_counter()
@@ -147,6 +148,42 @@ def test_harness_workflow(comfy, object_info, wf_path):
 @pytest.mark.parametrize("wf_path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_workflow(comfy, object_info, wf_path):
     _run_case(comfy, object_info, wf_path)
+
+
+def test_layout_to_tracks_drives_core_wan_move(comfy, object_info):
+    """A pack layout through Layout to Tracks into core's WanMoveTrackToVideo (ComfyUI 0.33+, core TRACKS) samples a
+    1 + 4k-frame video on the tiny Wan 2.1 I2V stand-in: the trajectory nodes connect to core's WanMove path."""
+    if "WanMoveTrackToVideo" not in object_info or "I2VMotion_LayoutToTracks" not in object_info:
+        pytest.skip("this ComfyUI has no core TRACKS / WanMoveTrackToVideo (ComfyUI 0.33+)")
+    make_tiny_models(comfy, {"diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors": {"kind": "wan21_i2v"},
+                             "vae/wan_2.1_vae.safetensors": {"kind": "wan21_vae", "dim": 32}})
+    comfy_server.write_sample_png(comfy.input_dir / "tracks_start.png", 64, 64)
+    layout = ('{"objects": [{"phrase": "ball", "boxes": [[0, 0.1, 0.3, 0.4, 0.6], [8, 0.6, 0.3, 0.9, 0.6]]}]}')
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan2.1_i2v_480p_14B_fp16.safetensors",
+                                                     "weight_dtype": "default"}},
+        "2": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
+        "3": {"class_type": "I2VTest_WanTextEncode", "inputs": {"text": "a ball rolls to the right"}},
+        "4": {"class_type": "I2VTest_WanTextEncode", "inputs": {"text": ""}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "tracks_start.png"}},
+        "6": {"class_type": "I2VMotion_LayoutFromJSON", "inputs": {"layout_json": layout, "frames": 9,
+                                                                   "interpolation": "linear", "size_space": "log"}},
+        "7": {"class_type": "I2VMotion_LayoutToTracks", "inputs": {"layout": ["6", 0], "width": 64, "height": 64}},
+        "8": {"class_type": "WanMoveTrackToVideo", "inputs": {"positive": ["3", 0], "negative": ["4", 0], "vae": ["2", 0],
+                                                              "tracks": ["7", 0], "strength": 1.0, "width": 64,
+                                                              "height": 64, "length": 9, "batch_size": 1,
+                                                              "start_image": ["5", 0]}},
+        "9": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 0, "steps": 2, "cfg": 3.0,
+                                                   "sampler_name": "euler", "scheduler": "simple", "positive": ["8", 0],
+                                                   "negative": ["8", 1], "latent_image": ["8", 2], "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["2", 0]}},
+        "11": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["10", 0], "filename_prefix": "tracks/wanmove",
+                                                            "fps": 16.0, "lossless": False, "quality": 80,
+                                                            "method": "default"}},
+    }
+    res = comfy.run(prompt, timeout=600)
+    assert len(res.files) == 1
+    _check_animation(res.files[0], {"frames": 9, "width": 64, "height": 64})
 
 
 def test_example_workflows_exist():
