@@ -4,7 +4,7 @@
 Networks (random weights, real widths):
 
 * ``dc512``: the full-size DynamiCrafter-512 UNet + Resampler (1.4 B parameters, this pack's model code through its
-  loader), a frames-as-batch latent of a shipped case, 16 frames at ``--size`` (default 256x160);
+  loader), a frames-as-batch latent of a shipped case, 16 frames at ``--size`` (default 256x192);
 * ``wan``: a full-width Wan 2.1 14B block stack (dim 5120, 40 heads, FFN 13824; ``--layers`` of the 40) in core's own
   WanModel, 5-D latents of the case stretched to 1 + 4k frames (default 17 = 5 latent frames) at ``--size``;
 * ``--quick``: a toy SD1 UNet (the former bench), for CI smoke runs.
@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--model", choices=["dc512", "wan"], default="dc512", help="the real-size network (default dc512)")
     ap.add_argument("--quick", action="store_true", help="a toy SD1 UNet instead (CI smoke run)")
     ap.add_argument("--case", default="two_boats", help="shipped case (example_workflows/layout_cases)")
-    ap.add_argument("--size", default="256x160", help="video size WxH (reduced: the networks are full size)")
+    ap.add_argument("--size", default="", help="video size WxH (reduced: the networks are full size; default 256x192 "
+                                             "for DynamiCrafter, whose UNet needs multiples of 64, 256x160 otherwise)")
     ap.add_argument("--frames", type=int, default=0, help="frames (default 16; Wan: 17 = 1 + 4k)")
     ap.add_argument("--layers", type=int, default=2, help="Wan blocks (the 14B model has 40)")
     ap.add_argument("--steps", type=int, default=4)
@@ -148,7 +149,7 @@ def main() -> None:
     else:
         patcher, vae, cond, extra = _wan(torch, device, args.layers)
     n_params = sum(p.numel() for p in patcher.model.diffusion_model.parameters())
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = (int(v) for v in (args.size or ("256x192" if name == "dc512" else "256x160")).lower().split("x"))
     case = L.load_case(REPO / "example_workflows" / "layout_cases", args.case)
     frames = args.frames or (17 if name == "wan" else 16)
     layout = stretch(case.layout, frames)
