@@ -59,26 +59,12 @@ class PeakRSS:
 
 
 def _toy(torch, device):
-    """A toy SD1-style comfy UNet (``--quick``) and a frames-as-batch 8x pooling VAE."""
-    import comfy.model_patcher
-    import comfy.supported_models
+    """The oracle tests' toy SD1 UNet (``--quick``) and their frames-as-batch 8x pooling VAE."""
+    from support.oracle import COND, FakeVAE, tiny_model
 
-    uc = {"context_dim": 64, "model_channels": 32, "use_linear_in_transformer": False, "adm_in_channels": None,
-          "use_temporal_attention": False, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1, 1],
-          "channel_mult": [1, 2], "transformer_depth": [0, 0], "transformer_depth_output": [0, 0, 0, 0],
-          "num_heads": 4, "num_head_channels": -1, "image_size": 32, "use_spatial_transformer": True,
-          "transformer_depth_middle": 0, "legacy": False}
-    cfg = comfy.supported_models.SD15(uc)
-    cfg.set_inference_dtype(torch.float32, None)
-    model = cfg.get_model({})
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=torch.device("cpu"))
-    from support.oracle import FakeVAE
-
-    return patcher, FakeVAE(), [[torch.zeros(1, 8, 64), {}]], {}
+    patcher = tiny_model()
+    patcher.load_device = device
+    return patcher, FakeVAE(), COND, {}
 
 
 def _dc512(torch, device):

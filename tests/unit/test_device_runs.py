@@ -27,7 +27,7 @@ from i2v_motion.experts.schedule import expert_schedule
 
 pytestmark = pytest.mark.gpu
 NO_ENCODERS = dict(with_vae=False, with_clip=False, with_clip_vision=False)
-STEPS, CFG, SEED = 4, 7.5, 0
+from support.models import CFG, SEED, STEPS, dc_cond, ksample  # noqa: E402
 
 
 def record(name: str, value) -> None:
@@ -65,18 +65,7 @@ def models(ckpts):
     return base, ft
 
 
-def _cond(seed: int = 0, frames: int = 4, size: int = 8):
-    g = torch.Generator().manual_seed(seed)
-    c = {"concat_latent_image": torch.randn(1, 4, size, size, generator=g),
-         "clip_vision_tokens": torch.randn(1, 257, 64, generator=g), "fs": 24}
-    pos = [[torch.randn(1, 77, 64, generator=g), dict(c)]]
-    neg = [[torch.zeros(1, 77, 64), {**c, "clip_vision_tokens": torch.zeros(1, 257, 64)}]]
-    return pos, neg, {"samples": torch.zeros(frames, 4, size, size)}
-
-
-def _ksampler(model, cond) -> torch.Tensor:
-    pos, neg, latent = cond
-    return comfy_nodes.common_ksampler(model, SEED, STEPS, CFG, "euler", "simple", pos, neg, latent)[0]["samples"]
+_cond, _ksampler = dc_cond, ksample  # tests/support/models.py: the same small conditioning and KSampler run
 
 
 def _split(a, b, k: int, cond) -> torch.Tensor:

@@ -18,6 +18,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 
 from support import fixtures  # noqa: E402
+from support.models import sample_dc  # noqa: E402
 loader = pytest.importorskip("i2v_motion.backbones.loader")
 
 from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector, ops  # noqa: E402
@@ -198,25 +199,13 @@ def test_dynamicrafter_vs_svd_is_an_error(dc):
     assert base.patches == {}
 
 
-def _sample_dc(model) -> torch.Tensor:
-    import nodes as comfy_nodes
-
-    g = torch.Generator().manual_seed(0)
-    cond = {"concat_latent_image": torch.randn(1, 4, 8, 8, generator=g),
-            "clip_vision_tokens": torch.randn(1, 257, 64, generator=g), "fs": 24}
-    pos = [[torch.randn(1, 77, 64, generator=g), dict(cond)]]
-    neg = [[torch.zeros(1, 77, 64), {**cond, "clip_vision_tokens": torch.zeros(1, 257, 64)}]]
-    latent = {"samples": torch.zeros(2, 4, 8, 8)}
-    return comfy_nodes.common_ksampler(model, 0, 2, 3.0, "euler", "normal", pos, neg, latent)[0]["samples"]
-
-
 def test_side_by_side_dc_graph_leaves_base_output_unchanged(dc):
     base, ft = dc
     dyn, con, _ = edg_experts(base, ft)
-    a1 = _sample_dc(base)
-    d = _sample_dc(dyn)
-    c = _sample_dc(con)
-    a2 = _sample_dc(base)
+    a1 = sample_dc(base)
+    d = sample_dc(dyn)
+    c = sample_dc(con)
+    a2 = sample_dc(base)
     assert torch.isfinite(a1).all() and torch.isfinite(d).all() and torch.isfinite(c).all()
     assert torch.equal(a1, a2)
     assert not torch.allclose(a1, d) and not torch.allclose(d, c)
