@@ -18,7 +18,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 
 from support import fixtures  # noqa: E402
-from support.models import sample_dc  # noqa: E402
+from support.models import loaded_weights, sample_dc, stored  # noqa: E402
 loader = pytest.importorskip("i2v_motion.backbones.loader")
 
 from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector, ops  # noqa: E402
@@ -34,18 +34,6 @@ def load(path: str, dtype=torch.float32) -> comfy.model_patcher.ModelPatcher:
     # the state every later load has, so "unchanged" can be checked bit for bit.
     m.model.requires_grad_(False)
     return m
-
-
-def stored(m) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-
-
-def loaded_weights(m) -> dict[str, torch.Tensor]:
-    mm.load_models_gpu([m])
-    try:
-        return {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-    finally:
-        mm.unload_all_models()
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from i2v_motion.experts.schedule import (SCHEDULE_KEY, ScheduleRun, check_points
                                          parse_points)
 from i2v_motion.nodes.backbone import DynamiCrafterImageToVideo
 from i2v_motion.nodes.schedule import ExpertSchedule, ExpertScheduleMulti
+from support.models import loaded_weights
 
 CPU = torch.device("cpu")
 W, H, T = 64, 64, 2
@@ -246,12 +247,7 @@ def _effective(m) -> tuple[dict[str, torch.Tensor], set, set]:
     return out, lowvram, set(m.backup)
 
 
-def _loaded(m) -> dict[str, torch.Tensor]:
-    mm.load_models_gpu([m])
-    try:
-        return {k: v.detach().clone() for k, v in m.model.state_dict().items()}
-    finally:
-        mm.unload_all_models()
+_loaded = loaded_weights  # tests/support/models.py
 
 
 @pytest.mark.parametrize("pair", ["edg", "base_vs_patched"])
