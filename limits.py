@@ -16,7 +16,6 @@ what no file system (or Windows, where many users run ComfyUI) takes, before it 
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 

@@ -22,7 +22,7 @@ from ..comfy_bridge.weights import WeightAdapterBase, cast_to_device, patched_we
 from ..guards import MergeNote, add_merge_note, ensure_guards
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
-from .methods import METHODS, PARAMS, get_method
+from .methods import PARAMS, get_method
 from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge
 
 log = logging.getLogger("i2v_motion.merging")

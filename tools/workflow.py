@@ -5,16 +5,18 @@ its names are re-exported here so tools and tests keep ``import workflow``.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import paths
 
 paths.use_pack_root()  # the pack's ``sweep`` package (last on the path: ComfyUI's own top-level modules win)
 
 from sweep.workflow import *  # noqa: E402,F401,F403
-from sweep.workflow import (WorkflowError, _entry_type, _has_control, _has_upload, find_nodes,  # noqa: E402,F401
-                            produced_types, widget_inputs)
+from sweep.workflow import (MODE_BYPASS, MODE_MUTED, WorkflowError, _entry_type, _has_control,  # noqa: E402,F401
+                            _has_upload, find_nodes, is_api_format, produced_types, widget_inputs)
 
 def api_to_ui(prompt: dict, object_info: dict, *, titles: dict | None = None, models: dict | None = None,
               column_width: int = 360) -> dict:

@@ -22,7 +22,6 @@ the slot, round to the storage dtype (stochastic rounding seeded by the module n
 """
 from __future__ import annotations
 
-import collections
 
 import pytest
 import torch

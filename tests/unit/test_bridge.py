@@ -21,7 +21,6 @@ import comfy.model_patcher
 import comfy.sample
 import host
 from i2v_motion import families
-from i2v_motion.comfy_bridge import patchers
 from i2v_motion.comfy_bridge.finite import nonfinite
 from i2v_motion.experts import expert_schedule
 from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector, select_keys

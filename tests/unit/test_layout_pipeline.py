@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import comfy.model_patcher
 import comfy.samplers
 import comfy.supported_models
-import nodes as comfy_nodes
 from i2v_motion import layout as L
 from i2v_motion.nodes import layout as N
 

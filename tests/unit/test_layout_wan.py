@@ -100,7 +100,6 @@ def test_ti2v_noise_mask_is_merged(case):
     assert float(nm[:, :, 0].max()) == 0.0  # the start frame stays the start image (core's mask kept)
     assert float(nm[:, :, 1:].max()) == 1.0  # the layout frees object pixels of later frames
     fn = model.model_options["denoise_mask_function"]
-    ms = model.get_model_object("model_sampling")
     for p in (0.0, 0.5, 0.95):
         m = fn.mask_for(p, (1, 48, 5, 20, 32))
         assert float(m[:, :, 0].max()) == 0.0  # at every step

@@ -14,7 +14,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import comfy.model_management as mm
 import comfy.model_patcher
 
 from support import fixtures  # noqa: E402

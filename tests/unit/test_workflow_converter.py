@@ -7,8 +7,6 @@ both hosts' frontends are converted and validated by a live server in ``tests/in
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
