@@ -3,8 +3,10 @@
 
 Each request runs in its own process (peak RSS is per process): the schema maxima (256 frames, the largest
 side each input allows), which the node either refuses with its estimate before allocating or runs, and a
-16-frame request at the same size, which runs — its measured peak next to the node's own estimate shows the
-estimate is an upper bound of the right size. Prints a table and one JSON line.
+16-frame request at the same size, which runs — its measured peak next to the node's own estimate (goal: within 2×)
+shows the estimate is of the right size. Rows marked ``ulimit`` run under an address-space limit that leaves the
+given MiB (``ulimit -v``): the memory reader (``limits.ram_available``: free RAM, ulimits, cgroup) makes the node refuse
+with its estimate instead of dying in torch's allocator. Prints what the reader sees, a table and one JSON line.
 
 Usage: ``.host/0.33/venv/bin/python tools/bench_limits.py`` (or the 0.3.75 venv).
 """
@@ -21,21 +23,28 @@ import paths
 TOOLS = Path(__file__).resolve().parent
 
 CASES = [
-    # (node, frames, width, height)
+    # (node, frames, width, height[, MiB an address-space limit leaves])
     ("LayoutToMask", 256, 8192, 8192), ("LayoutToMask", 256, 2048, 2048), ("LayoutToMask", 16, 2048, 2048),
     ("LayoutGuide", 256, 2048, 2048), ("LayoutGuide", 16, 2048, 2048), ("LayoutGuide", 16, 1024, 576),
     ("LayoutPreview", 256, 2048, 2048), ("LayoutPreview", 16, 2048, 2048),
     ("DynamiCrafterImageToVideo", 256, 2048, 2048), ("DynamiCrafterImageToVideo", 256, 512, 320),
     ("LayoutMaskedDenoise", 256, 2048, 2048),
+    ("LayoutToMask", 64, 2048, 2048, 1024), ("LayoutToMask", 16, 1024, 1024, 1024),
 ]
 
 
-def child(node: str, frames: int, width: int, height: int) -> dict:
+def child(node: str, frames: int, width: int, height: int, limit_mib: int = 0) -> dict:
     import comfy_inproc
     import procmem
 
     comfy_inproc.bootstrap("cpu", dynamic_vram=False)
     import torch
+    from i2v_motion import limits
+
+    if limit_mib:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limits._status_kb("VmSize") + (limit_mib << 20), resource.RLIM_INFINITY))
     from i2v_motion import layout as L
     from i2v_motion.limits import nbytes
     from i2v_motion.nodes import backbone as NB
@@ -84,31 +93,55 @@ def child(node: str, frames: int, width: int, height: int) -> dict:
         outcome, message = "refused", str(e)
     secs = time.perf_counter() - t0
     peak = procmem.status()["VmHWM"]
-    return {"node": node, "request": f"{frames} x {width}x{height}", "outcome": outcome, "seconds": round(secs, 2),
+    return {"node": node, "request": f"{frames} x {width}x{height}" + (f" ulimit {limit_mib}" if limit_mib else ""),
+            "outcome": outcome, "seconds": round(secs, 2),
             "peak_rss_mib": round(peak / 2 ** 20), "peak_over_start_mib": round(max(0, peak - base) / 2 ** 20),
             "estimate_mib": None if estimate is None else round(estimate / 2 ** 20), "message": message[:160]}
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+    if len(sys.argv) >= 6 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], *map(int, sys.argv[3:]))))
+        return 0
+    if len(sys.argv) == 2 and sys.argv[1] == "--reader":
+        import comfy_inproc
+
+        comfy_inproc.bootstrap("cpu", dynamic_vram=False)
+        from i2v_motion import limits
+
+        gib = 2 ** 30
+        show = lambda v: "no limit" if v is None else f"{v / gib:.1f} GiB"  # noqa: E731
+        print(f"memory reader: available {show(limits.ram_available())} = min(free RAM as ComfyUI sees it, ulimits "
+              f"{show(limits.rlimit_available())}, cgroup {show(limits.cgroup_available())})")
         return 0
     rows = []
-    env = None
     import os
 
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    for node, f, w, h in CASES:
-        p = subprocess.run([sys.executable, __file__, "--child", node, str(f), str(w), str(h)], capture_output=True,
-                           text=True, env={**env, "PYTHONPATH": paths.pythonpath()}, timeout=1800)
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=paths.pythonpath())
+    print(subprocess.run([sys.executable, __file__, "--reader"], capture_output=True, text=True, env=env,
+                         timeout=600).stdout.strip())
+    for case in CASES:
+        node, f, w, h = case[:4]
+        p = subprocess.run([sys.executable, __file__, "--child", *map(str, case)], capture_output=True,
+                           text=True, env=env, timeout=1800)
         line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("{")), None)
         rows.append(json.loads(line) if line else {"node": node, "request": f"{f} x {w}x{h}", "outcome": "crashed",
                                                    "message": p.stderr[-300:]})
-    print(f"{'node':28s} {'request':18s} {'outcome':8s} {'s':>6s} {'peak RSS':>9s} {'estimate':>9s}  message")
+    print(f"{'node':26s} {'request':28s} {'outcome':8s} {'s':>6s} {'peak-start':>10s} {'estimate':>9s} {'ratio':>6s}"
+          f"  message")
     for r in rows:
         est = f"{r['estimate_mib']} MiB" if r.get("estimate_mib") is not None else "-"
-        print(f"{r['node']:28s} {r['request']:18s} {r['outcome']:8s} {r.get('seconds', 0):6.2f} "
-              f"{r.get('peak_rss_mib', 0):5d} MiB {est:>9s}  {r.get('message', '')[:90]}")
+        ratio = ""
+        if r.get("outcome") == "ran" and r.get("estimate_mib") and r.get("peak_over_start_mib"):
+            ratio = f"{r['peak_over_start_mib'] / r['estimate_mib']:.2f}"
+            r["peak_over_estimate"] = float(ratio)
+        print(f"{r['node']:26s} {r['request']:28s} {r['outcome']:8s} {r.get('seconds', 0):6.2f} "
+              f"{r.get('peak_over_start_mib', 0):6d} MiB {est:>9s} {ratio:>6s}  {r.get('message', '')[:80]}")
+    ran = [r["peak_over_estimate"] for r in rows if "peak_over_estimate" in r]
+    if ran:
+        ok = all(0.5 <= x <= 2.0 for x in ran)
+        print(f"measured peak / estimate over the requests that ran: {min(ran):.2f}–{max(ran):.2f} "
+              f"(goal: within 2x: {'met' if ok else 'NOT met'})")
     print(json.dumps(rows))
     return 0
 
