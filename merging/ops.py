@@ -70,8 +70,13 @@ def dare(delta: torch.Tensor, p: float, *, seed: int, key: str, tag: str = "", k
 
 
 def dare_apply_(delta: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
-    """The DARE arithmetic on ``delta`` in place: ``delta · keep · 1/(1-p)`` (``keep``: bool, same shape or flat
-    elements of a range). Element by element, so a range of a tensor gives the bits of the whole tensor's range."""
+    """The DARE arithmetic on ``delta`` in place: ``delta · keep · 1/(1-p)`` (``keep``: bool or 0/1 of
+    ``delta``'s dtype, same shape or flat elements of a range). Element by element, so a range of a tensor gives
+    the bits of the whole tensor's range. A bool mask is multiplied as the 0/1 of ``delta``'s dtype it promotes to
+    (the same products, signed zeros and NaNs included; torch's bool-to-float promotion inside ``mul`` is ~10×
+    slower on the CPU than converting first)."""
+    if keep.dtype != delta.dtype:
+        keep = keep.to(delta.dtype)
     return delta.mul_(keep).mul_(1.0 / (1.0 - p))
 
 
@@ -81,19 +86,22 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.packbits(flat))
 
 
-def unpack_mask(packed: torch.Tensor, start: int, stop: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Elements ``[start, stop)`` of a mask packed by :func:`pack_mask` as a flat bool tensor on ``device``
-    (``start`` a multiple of 8). Unpacked on the device: only the packed bytes travel."""
+def unpack_mask(packed: torch.Tensor, start: int, stop: int, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Elements ``[start, stop)`` of a mask packed by :func:`pack_mask` as a flat tensor on ``device`` (``start`` a
+    multiple of 8): bool, or 0/1 of ``dtype``. Unpacked on the device: only the packed bytes travel."""
     if start % 8:
         raise ValueError(f"unpack_mask: start {start} is not a multiple of 8")
     device = torch.device(device)
     n = stop - start
     part = packed[start // 8:(stop + 7) // 8]
     if device.type == "cpu":
-        return torch.from_numpy(np.unpackbits(part.numpy(), count=n)).view(torch.bool)
-    part = part.to(device, non_blocking=True)
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
-    return ((part.unsqueeze(1) >> shifts) & 1).reshape(-1)[:n].to(torch.bool)
+        bits = torch.from_numpy(np.unpackbits(part.numpy(), count=n))
+    else:
+        part = part.to(device, non_blocking=True)
+        shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
+        bits = ((part.unsqueeze(1) >> shifts) & 1).reshape(-1)[:n]
+    return bits.view(torch.bool) if dtype == torch.bool else bits.to(dtype)
 
 
 def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:

@@ -44,6 +44,7 @@ def _listing(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
 # references to weights (no copies)
 
 _MATH_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # fp8 storage has no arithmetic
+_SPAN_BASE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class WeightRef:
@@ -86,12 +87,14 @@ class WeightRef:
         return self.convert_func is None and not self.patches and self.stored().is_contiguous()
 
     def evaluate_span(self, device: torch.device, start: int, stop: int, *, exact_dtype: bool = True) -> torch.Tensor:
-        """Flat elements ``[start, stop)`` of :meth:`evaluate` (a :attr:`plain` ref only), the same cast per element."""
+        """Flat elements ``[start, stop)`` of :meth:`evaluate` (a :attr:`plain` ref only), the same cast per element;
+        not a copy where :meth:`evaluate` would not copy either, or with ``exact_dtype`` where the weight is float32
+        on ``device`` already (the caller must not write into it then)."""
         w = self.stored()
         flat = w.detach().reshape(-1)[start:stop]
         if not exact_dtype and w.dtype in _MATH_DTYPES:
             return cast_to_device(flat, device, None)
-        return cast_to_device(flat, device, torch.float32, copy=True)
+        return cast_to_device(flat, device, torch.float32, copy=False)
 
 
 def weight_refs(model: ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef]:
@@ -178,14 +181,17 @@ class TaskVector:
         return ft.sub_(base)
 
     def spans(self, key: str) -> bool:
-        """Whether :meth:`delta_span` gives this key's τ range by range (both weights stored as they are used)."""
-        return self.ft_refs[key].plain and self.base_refs[key].plain
+        """Whether :meth:`delta_span` gives this key's τ range by range: both weights stored as they are used, the
+        base in a dtype ``ft − base`` promotes to float32 (float32, float16, bfloat16)."""
+        base = self.base_refs[key]
+        return self.ft_refs[key].plain and base.plain and base.stored().dtype in _SPAN_BASE_DTYPES
 
     def delta_span(self, key: str, device: torch.device | str, start: int, stop: int) -> torch.Tensor:
-        """Flat elements ``[start, stop)`` of :meth:`delta` (bit for bit: the same operations per element)."""
+        """Flat elements ``[start, stop)`` of :meth:`delta`, a new float32 tensor: ``ft − base`` per element with the
+        base promoted to float32 (float32, float16 or bfloat16: :meth:`spans`), as :meth:`delta` computes it."""
         device = torch.device(device)
-        ft = self.ft_refs[key].evaluate_span(device, start, stop, exact_dtype=True)
-        return ft.sub_(self.base_refs[key].evaluate_span(device, start, stop, exact_dtype=False))
+        ft = self.ft_refs[key].evaluate_span(device, start, stop, exact_dtype=True)  # float32, maybe not a copy
+        return torch.sub(ft, self.base_refs[key].evaluate_span(device, start, stop, exact_dtype=False))
 
     def scaled_delta(self, key: str, device: torch.device | str, scale: float) -> torch.Tensor:
         """``scale``·τ for one key (a new float32 tensor)."""
@@ -309,8 +315,9 @@ class MaskStore:
         return len(self._packed)
 
     def keep(self, key: str, tag: str, shape: torch.Size, p: float, seed: int, device: torch.device,
-             span: tuple[int, int] | None = None) -> torch.Tensor:
-        """The keep mask of ``(seed, tag, key)``: bool of ``shape`` on ``device``, or flat elements ``span``."""
+             span: tuple[int, int] | None = None, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+        """The keep mask of ``(seed, tag, key)``: of ``shape`` on ``device``, or flat elements ``span``; bool, or
+        0/1 of ``dtype``."""
         ident = (key, tag, tuple(shape), float(p), int(seed))
         packed = self._packed.get(ident)
         if packed is None:
@@ -321,10 +328,10 @@ class MaskStore:
             else:
                 self._seen.add(ident)
             if span is None:
-                return mask.to(device, non_blocking=True)
+                return mask.to(device, non_blocking=True).to(dtype)
         if span is None:
-            return unpack_mask(packed, 0, math.prod(shape), device).reshape(tuple(shape))
-        return unpack_mask(packed, span[0], span[1], device)
+            return unpack_mask(packed, 0, math.prod(shape), device, dtype).reshape(tuple(shape))
+        return unpack_mask(packed, span[0], span[1], device, dtype)
 
 
 @dataclass(frozen=True)
@@ -380,7 +387,8 @@ class MergeSpec:
             if t.dare and self.p > 0.0:
                 shape = tv.shapes[key]
                 if not (self.keep_1d and len(shape) <= 1):  # what ops.dare leaves untouched
-                    v = dare_apply_(v, self.masks.keep(key, t.tag, shape, self.p, self.seed, device, span), self.p)
+                    keep = self.masks.keep(key, t.tag, shape, self.p, self.seed, device, span, v.dtype)
+                    v = dare_apply_(v, keep, self.p)
             if t.coeff != 1.0:
                 v.mul_(t.coeff)
             parts.append(v)
