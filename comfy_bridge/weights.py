@@ -28,8 +28,8 @@ __all__ = ["WeightAdapterBase", "LowVramPatch", "BackupRecord", "backup_record",
 
 # elements per range when a weight is written piece by piece: on the CPU the range's float32 temporaries (1 MiB
 # each) stay in a core's L2 cache and the ~10 operations per range cost little next to their work; on a GPU, large
-# enough to amortise kernel launches
-SPAN_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
+# enough to amortise kernel launches while the range's temporaries stay small (≈ 5 × 16 MiB of VRAM)
+SPAN_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 22}
 
 LowVramPatch = comfy.model_patcher.LowVramPatch
 # ComfyUI's own backup record is an anonymous ``namedtuple('Dimension', ['weight', 'inplace_update'])``; records

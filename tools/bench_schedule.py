@@ -77,13 +77,16 @@ class Setup:
         dtype = torch.float16 if self.cuda else torch.float32
         sd = {k.replace("model.diffusion_model.", "", 1): v for k, v in unet_state_dict(cfg, 0, dtype).items()}
         self.params = sum(v.numel() for v in sd.values())
-        g = torch.Generator().manual_seed(1)
-        ft_sd = {k: (v.float() + 0.01 * v.float().std().clamp(min=1e-3) * torch.randn(v.shape, generator=g)).to(dtype)
-                 if v.is_floating_point() else v for k, v in sd.items()}
         base = build_model(sd, "512", "bench_base.safetensors", dtype=dtype)
-        del sd
+        del sd  # (at full size every fp32 copy is 6 GB: never more than two while building)
         if args.experts == "edg":
-            ft = build_model(ft_sd, "512", "bench_ft.safetensors", dtype=dtype)
+            ft = build_model(base.model.diffusion_model.state_dict(), "512", "bench_ft.safetensors", dtype=dtype)
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():  # the stand-in fine-tune: base + 1 % noise, in place
+                for v in ft.model.diffusion_model.parameters():
+                    if v.is_floating_point():
+                        f = v.float()
+                        v.copy_(f + 0.01 * f.std().clamp(min=1e-3) * torch.randn(v.shape, generator=g))
             dyn, con, _ = edg_experts(base, ft, p=0.7, seed=0)
             self.keep = [ft]
         else:
@@ -95,7 +98,6 @@ class Setup:
                 m.add_patches({k: ((0.01 * torch.randn(params[k].shape, generator=gg)).to(params[k].dtype),)
                                for k in keys}, 1.0)
             self.keep = []
-        del ft_sd
         self.single = dyn
         self.scheduled = expert_schedule([dyn, con], [500.0])
         self.sampler = comfy.samplers.KSAMPLER(sample_dynamicrafter_ddim,
@@ -173,8 +175,8 @@ def child_memory(args, which: str) -> dict:
 
 def copy_time(s, repeats: int = 2) -> dict:
     """Seconds to copy the differing weights once on their device: ``live.copy_(base)`` per key, ComfyUI's backup
-    (the stored base) into the loaded weights — what writing a phase's weights costs at memory speed. The model is
-    unloaded afterwards (ComfyUI puts the stored weights back)."""
+    (the stored base) into the loaded weights — what writing a phase's weights costs at memory speed (the best of
+    torch's threads and one thread). The model is unloaded afterwards (ComfyUI puts the stored weights back)."""
     from i2v_motion.experts.schedule import get_schedule
     from i2v_motion.comfy_bridge.weights import get_attr
 
@@ -184,14 +186,18 @@ def copy_time(s, repeats: int = 2) -> dict:
     pairs = [(get_attr(m.model, k).data, m.backup[k].weight) for k in keys]
     nbytes = sum(live.numel() * live.element_size() for live, _ in pairs)
     best = float("inf")
+    threads = s.torch.get_num_threads()
     with s.torch.no_grad():
-        for _ in range(repeats):
-            s.sync()
-            t0 = time.perf_counter()
-            for live, base in pairs:
-                live.copy_(base)
-            s.sync()
-            best = min(best, time.perf_counter() - t0)
+        for n in dict.fromkeys([threads, 1]):  # torch's threads, and one (what the switch uses on the CPU): the faster
+            s.torch.set_num_threads(n)
+            for _ in range(repeats):
+                s.sync()
+                t0 = time.perf_counter()
+                for live, base in pairs:
+                    live.copy_(base)
+                s.sync()
+                best = min(best, time.perf_counter() - t0)
+    s.torch.set_num_threads(threads)
     del pairs
     s.mm.unload_all_models()
     return {"copy_s": best, "copy_bytes": nbytes, "copy_keys": len(keys)}
