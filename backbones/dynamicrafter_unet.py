@@ -17,8 +17,11 @@ from einops import rearrange
 from comfy.ldm.modules.attention import optimized_attention
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
+from ..runcache import RowMemo, run_store
+
 TEXT_TOKENS = 77
 QUERIES_PER_FRAME = 16
+IMAGE_TOKENS_STORE = "dynamicrafter.image_tokens"  # the run-cache store of Resampler rows (runcache.RowMemo)
 
 
 @dataclass
@@ -403,17 +406,19 @@ class DynamiCrafterUNet(torch.nn.Module):
 
     # -- conditioning helpers ------------------------------------------------------------------
     def image_context(self, context: torch.Tensor, clip_tokens: torch.Tensor | None, frames: int,
-                      lead: int = 0) -> torch.Tensor:
+                      lead: int = 0, memo: RowMemo | None = None) -> torch.Tensor:
         """Text context ``[B, 77, D]`` + image tokens → per-frame context ``[B*T, L, D]`` (official layout).
 
         Image tokens are ``Resampler(clip_tokens)``: ``16 × video_length`` of them. When that equals
         ``16 × frames`` each frame sees the text plus its own 16 tokens; otherwise every frame sees the
         text plus all tokens (the official fallback). ``lead`` frames before a context window (ComfyUI's
-        causal anchor) take the tokens of the window's first frame.
+        causal anchor) take the tokens of the window's first frame. ``memo``: the run's memo of Resampler rows
+        (image tokens computed once per video and sampling run, not at every step and CFG pass).
         """
         if clip_tokens is None or self.image_proj_model is None:
             return context.repeat_interleave(frames, dim=0)
-        img = self.image_proj_model(clip_tokens.to(context))
+        x = clip_tokens.to(context)
+        img = self.image_proj_model(x) if memo is None else memo(self.image_proj_model, x)
         own = frames - lead
         if lead and img.shape[1] != QUERIES_PER_FRAME * own:
             own, lead = frames, 0
@@ -467,7 +472,8 @@ class DynamiCrafterUNet(torch.nn.Module):
                 fs = fs.expand(b)
             emb = emb + self.fps_embedding(timestep_embedding(fs, self.config.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
-        ctx = self.image_context(context, clip_tokens, frames, lead).to(dtype)
+        memo = run_store(transformer_options, IMAGE_TOKENS_STORE, RowMemo)
+        ctx = self.image_context(context, clip_tokens, frames, lead, memo).to(dtype)
 
         h = x
         hs = []

@@ -17,6 +17,7 @@ from ..comfy_bridge.context_windows import ensure_context_compat
 from ..comfy_bridge.finite import nonfinite
 from ..comfy_bridge.patchers import ModelPatcher, ensure_skipped_params_patched, is_dynamic, new_model_patcher
 from ..guards import ensure_guards
+from ..runcache import ensure_run_cache
 from .checkpoint import CheckpointError, Parts, detect_unet_config, guess_variant, read_state_dict, split_parts
 from .model import VARIANTS, DynamiCrafterConfig
 
@@ -81,6 +82,7 @@ def build_model(unet_sd: dict[str, torch.Tensor], variant: str = "auto", name: s
     ensure_skipped_params_patched(patcher)
     ensure_guards(patcher)  # NaN/Inf weights or results are errors, not a black video
     ensure_context_compat(patcher)  # core context windows on ComfyUIs whose handler cannot take frame batches
+    ensure_run_cache(patcher)  # image tokens once per video and sampling run
     return patcher
 
 

@@ -1,6 +1,7 @@
 """Capability probes and names that moved between ComfyUI versions (0.3.75 … 0.33, and what is known of 0.38)."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -28,6 +29,26 @@ def patch_compute_dtype(device: torch.device | str | None) -> torch.dtype:
     if fn is None or device is None:
         return torch.float32
     return fn(torch.device(device))
+
+
+@functools.lru_cache(maxsize=None)
+def rounds_elementwise(dtype: torch.dtype) -> bool:
+    """Whether ComfyUI rounds a patched weight to ``dtype`` element by element (to nearest: the result of an element
+    depends neither on the key's seed nor on the other elements), so that a weight written range by range gets the
+    bits of the whole. True for float32 / float16 / bfloat16 on today's ComfyUI; False for fp8 (stochastic rounding
+    from one generator over the whole tensor), and for any dtype a future ComfyUI rounds stochastically."""
+    import comfy.float
+
+    if not dtype.is_floating_point:
+        return False
+    x = torch.randn(4099, generator=torch.Generator().manual_seed(0), dtype=torch.float32) * 3.1
+    try:
+        a = comfy.float.stochastic_rounding(x, dtype, seed=1)
+        b = comfy.float.stochastic_rounding(x, dtype, seed=2)
+        c = comfy.float.stochastic_rounding(x[1001:3003], dtype, seed=1)
+        return a.dtype == dtype and torch.equal(a, b) and torch.equal(a, x.to(dtype)) and torch.equal(a[1001:3003], c)
+    except Exception:  # a dtype this ComfyUI (or torch, for comparisons) cannot handle here
+        return False
 
 
 def io_type(name: str) -> Any | None:

@@ -21,11 +21,21 @@ How it works on ComfyUI's machinery:
   modules are marked for re-cast. The promise: in every phase each weight the model runs with is
   bit-identical to what ComfyUI computes for that weight when it loads that expert alone, on the same
   device in the same loading mode. Cost: one weight computation per boundary and one to restore, per
-  run; no extra weight memory.
+  run; no extra weight memory. Every write is in place (each parameter keeps its storage, ``data_ptr``).
+- Switches at memory speed: where a key's phase value is elementwise (this pack's sum merges over dense task
+  vectors — EDG experts, task arithmetic, DARE — or no patch at all) it is computed range by range (L2-sized on
+  the CPU) straight into the live parameter (:func:`~..comfy_bridge.weights.write_patched_`): the same float
+  operations in the same order as ComfyUI's load, so the same bits, with no whole-tensor temporaries. The DARE
+  masks are kept packed, 1 bit per element per DARE term, in CPU RAM on their merge (``MergeSpec.masks``) for
+  as long as the experts live, so a switch reads the base and fine-tune weights and writes the phase's weights
+  once. Other keys (TIES, LoRA task vectors, several patches on one key, fp8 storage, convert/set functions)
+  take ComfyUI's whole-tensor path, as before.
 - Soft mode (the release's unused variant): a ``CALC_COND_BATCH`` wrapper evaluates both experts at every
   step and blends cond and uncond with λ = t/1000 for the dynamics expert, which equals the release's
-  CFG weights w_dyn = cfg·t/1000, w_con = cfg − w_dyn. 2× the UNet cost per step; the second expert's
-  differing weights stay resident during the run (pointer swaps, no recomputation per step).
+  CFG weights w_dyn = cfg·t/1000, w_con = cfg − w_dyn. 2× the UNet cost per step and one in-place switch per
+  step (the experts alternate, current one first); no second copy of the weights.
+- Caches of the run that depend on the weights (the DynamiCrafter image tokens, :mod:`...runcache`) are
+  invalidated at every switch.
 
 Patches added downstream of the schedule (a LoRA loader after it) apply in every phase.
 """
@@ -46,8 +56,9 @@ from ..comfy_bridge.patchers import (ModelPatcher, ensure_skipped_params_patched
 from ..comfy_bridge.probes import string_to_seed
 from ..comfy_bridge.sampling import DDPM_STEPS, ddpm_timestep, model_timestep
 from ..comfy_bridge.weights import (LowVramPatch, backup_record, cast_to_device, copy_to_param, get_attr, key_weight,
-                                    patched_weight)
+                                    patched_weight, write_patched_)
 from ..guards import add_merge_note, ensure_guards, merge_notes
+from ..runcache import weights_changed
 
 log = logging.getLogger("i2v_motion.schedule")
 
@@ -249,8 +260,8 @@ class _Slot:
     slot, a ``LowVramPatch`` or None, is replaced per phase and the module re-cast).
     """
 
-    __slots__ = ("key", "kind", "module", "attr", "entry", "lvps", "lvp_orig", "added", "original", "phase",
-                 "set_func", "convert_func", "cache", "slot_orig")
+    __slots__ = ("key", "kind", "module", "attr", "entry", "lvps", "lvp_orig", "added", "phase",
+                 "set_func", "convert_func", "slot_orig")
 
     def __init__(self, key: str, kind: str, module: torch.nn.Module, attr: str):
         self.key, self.kind, self.module, self.attr = key, kind, module, attr
@@ -258,11 +269,9 @@ class _Slot:
         self.lvps: list = []
         self.lvp_orig: list = []
         self.added = None
-        self.original = None      # soft mode: the live tensor of phase 0 (kept, never written)
         self.phase = 0
         self.set_func = None
         self.convert_func = None
-        self.cache: dict[int, torch.Tensor] = {}
         self.slot_orig = None     # dynamic: the slot's object at load (a LowVramPatch or None)
 
 
@@ -296,6 +305,13 @@ class ScheduleRun:
         self._fraction_sigmas: tuple[int, list[float]] | None = None
         self.lists = self._phase_lists(patcher, schedule)
         self._check_hooks()
+        self.stats = {"fast": 0, "generic": 0}  # weights written range by range / by ComfyUI's whole-tensor path
+        for lists in self.lists:  # every differing key is evaluated again at each switch: keep DARE masks packed
+            for plist in lists.values():
+                for patch in plist:
+                    retain = getattr(patch[1], "retain_masks", None)
+                    if callable(retain):
+                        retain()
 
     # ---- plan
 
@@ -365,7 +381,7 @@ class ScheduleRun:
 
     # ---- materialization
 
-    def _slot(self, key: str, soft: bool) -> _Slot:
+    def _slot(self, key: str) -> _Slot:
         slot = self.slots.get(key)
         if slot is not None:
             return slot
@@ -392,14 +408,9 @@ class ScheduleRun:
         else:
             slot = _Slot(key, "own", module, attr)
             live = get_attr(p.model, key)
-            if soft and set_func is None:  # pointer swaps never write into the live tensor
-                slot.entry = backup_record(live.data, False)
-            else:
-                slot.entry = backup_record(live.data.to(device=p.offload_device, copy=True), True)
+            slot.entry = backup_record(live.data.to(device=p.offload_device, copy=True), True)
             p.backup[key] = slot.entry
         slot.set_func, slot.convert_func = set_func, convert_func
-        if soft and slot.kind in ("inplace", "own") and set_func is None:
-            slot.original = get_attr(p.model, key).data
         self.slots[key] = slot
         return slot
 
@@ -412,7 +423,7 @@ class ScheduleRun:
         return patched_weight(base, patches, slot.key, like.device, convert_func=slot.convert_func,
                               round_to=like.dtype if slot.set_func is None else None)
 
-    def _put(self, slot: _Slot, phase: int, soft: bool) -> None:
+    def _put(self, slot: _Slot, phase: int) -> None:
         if slot.phase == phase:
             return
         key, model = slot.key, self.patcher.model
@@ -440,33 +451,31 @@ class ScheduleRun:
                     slot.added = LowVramPatch(key, {key: patches}, slot.convert_func, slot.set_func)
                     fns.insert(0, slot.added)
                 slot.added.patches = {key: patches}
-        elif soft and slot.original is not None:
-            param = get_attr(model, key)
-            if phase == 0:
-                param.data = slot.original
-            else:
-                t = slot.cache.get(phase)
-                if t is None:
-                    t = slot.cache[phase] = self._value(slot, patches, slot.original)
-                param.data = t
         else:
             live = get_attr(model, key)
-            out = self._value(slot, patches, live)
-            if slot.set_func is None:
-                copy_to_param(model, key, out)
+            if slot.set_func is None and slot.convert_func is None \
+                    and write_patched_(live.data, slot.entry.weight, patches, key):
+                self.stats["fast"] += 1
             else:
-                slot.set_func(out, inplace_update=True, seed=string_to_seed(key))
+                self.stats["generic"] += 1
+                out = self._value(slot, patches, live)
+                if slot.set_func is None:
+                    copy_to_param(model, key, out)
+                else:
+                    slot.set_func(out, inplace_update=True, seed=string_to_seed(key))
         slot.phase = phase
 
-    def activate(self, phase: int, t: float | None = None) -> None:
-        """Materialize ``phase``'s weights (no-op when already there)."""
+    def activate(self, phase: int, t: float | None = None, transformer_options: dict | None = None) -> None:
+        """Materialize ``phase``'s weights (no-op when already there); the run's weight-dependent caches in
+        ``transformer_options`` are invalidated."""
         if phase == self.phase:
             return
         soft = self.schedule.mode == "soft"
         start = time.perf_counter()
+        weights_changed(transformer_options)
         with torch.no_grad():
             for key in self.schedule.keys:
-                self._put(self._slot(key, soft), phase, soft)
+                self._put(self._slot(key), phase)
         dt = time.perf_counter() - start
         if not soft:
             names = self.schedule.names
@@ -481,31 +490,26 @@ class ScheduleRun:
 
         Keys whose ComfyUI backup record changed meanwhile (the model was unloaded or reloaded during the
         run) are left to ComfyUI, which already restored them."""
-        soft = self.schedule.mode == "soft"
         p = self.patcher
         errors = []
         with torch.no_grad():
             for key, slot in self.slots.items():
                 try:
                     if slot.kind in ("lowvram", "lowvram_add", "dynamic"):
-                        self._put(slot, 0, soft)
+                        self._put(slot, 0)
                         continue
                     if p.backup.get(key) is not slot.entry:
                         continue  # ComfyUI unpatched (and possibly repatched) it: not ours any more
                     if slot.kind == "own":
                         param = get_attr(p.model, key)
-                        if slot.original is not None:
-                            param.data = slot.original
-                        elif slot.phase != 0:
+                        if slot.phase != 0:
                             param.data.copy_(slot.entry.weight.to(param.device))
                         p.backup.pop(key, None)
                     else:
-                        self._put(slot, 0, soft)
+                        self._put(slot, 0)
                     slot.phase = 0
                 except Exception as e:  # keep restoring the others; report below
                     errors.append((key, e))
-                finally:
-                    slot.cache.clear()
         self.slots.clear()
         self.phase = 0
         if errors:
@@ -573,7 +577,7 @@ def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, contro
     phases = _video_phases(run, x, t, ms, sample_sigmas, frames)
     if len(set(phases)) == 1:
         if phases[0] != run.phase:
-            run.activate(phases[0], run.schedule.timestep(ms, t))
+            run.activate(phases[0], run.schedule.timestep(ms, t), transformer_options)
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     # videos at different noise levels: each group of videos with its own expert, never a video split
     if control is not None:
@@ -585,7 +589,7 @@ def _apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, contro
     for p in order:
         rows = torch.tensor([v * frames + f for v, q in enumerate(phases) if q == p for f in range(frames)],
                             device=x.device)
-        run.activate(p, run.schedule.timestep(ms, t.reshape(-1)[rows[:1]]))
+        run.activate(p, run.schedule.timestep(ms, t.reshape(-1)[rows[:1]]), transformer_options)
         part = executor(x.index_select(0, rows), _rows(t, rows, n), _rows(c_concat, rows, n),
                         _rows(c_crossattn, rows, n), None, transformer_options,
                         **{k: _rows(v, rows, n) for k, v in kwargs.items()})
@@ -602,20 +606,21 @@ def _blend(a, b, lam: float):
 
 
 def _soft_calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
-    run = model_options.get("transformer_options", {}).get(SCHEDULE_KEY)
+    topts = model_options.get("transformer_options", {})
+    run = topts.get(SCHEDULE_KEY)
     if not isinstance(run, ScheduleRun):
         return executor(model, conds, x_in, timestep, model_options)
     t = run.schedule.timestep(model.model_sampling, timestep)
     lam = min(max(t / DDPM_STEPS, 0.0), 1.0)  # dynamics weight: w_dyn / cfg
     if lam >= 1.0:
-        run.activate(0, t)
+        run.activate(0, t, topts)
         return executor(model, conds, x_in, timestep, model_options)
     if lam <= 0.0:
-        run.activate(1, t)
+        run.activate(1, t, topts)
         return executor(model, conds, x_in, timestep, model_options)
     outs: dict[int, list] = {}
     for phase in ((run.phase, 1 - run.phase) if run.phase in (0, 1) else (0, 1)):  # current weights first
-        run.activate(phase, t)
+        run.activate(phase, t, topts)
         outs[phase] = executor(model, conds, x_in, timestep, model_options)
     return [_blend(d, c, lam) for d, c in zip(outs[0], outs[1])]
 

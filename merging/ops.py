@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["key_seed", "check_drop_rate", "dare_keep_mask", "dare", "trim_top_k", "ties_merge",
-           "edg_dynamics_delta_coeff"]
+__all__ = ["key_seed", "check_drop_rate", "dare_keep_mask", "dare", "dare_apply_", "pack_mask", "unpack_mask",
+           "trim_top_k", "ties_merge", "edg_dynamics_delta_coeff"]
 
 
 def key_seed(seed: int, key: str, tag: str = "") -> int:
@@ -64,10 +64,44 @@ def dare(delta: torch.Tensor, p: float, *, seed: int, key: str, tag: str = "", k
     if p == 0.0 or (keep_1d and delta.ndim <= 1):
         return delta if inplace else delta.clone()
     mask = dare_keep_mask(delta.shape, p, seed, key, tag).to(delta.device, non_blocking=True)
-    scale = 1.0 / (1.0 - p)
     if inplace:
-        return delta.mul_(mask).mul_(scale)
-    return torch.where(mask, delta * scale, torch.zeros((), dtype=delta.dtype, device=delta.device))
+        return dare_apply_(delta, mask, p)
+    return torch.where(mask, delta * (1.0 / (1.0 - p)), torch.zeros((), dtype=delta.dtype, device=delta.device))
+
+
+def dare_apply_(delta: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """The DARE arithmetic on ``delta`` in place: ``delta · keep · 1/(1-p)`` (``keep``: bool or 0/1 of
+    ``delta``'s dtype, same shape or flat elements of a range). Element by element, so a range of a tensor gives
+    the bits of the whole tensor's range. A bool mask is multiplied as the 0/1 of ``delta``'s dtype it promotes to
+    (the same products, signed zeros and NaNs included; torch's bool-to-float promotion inside ``mul`` is ~10×
+    slower on the CPU than converting first)."""
+    if keep.dtype != delta.dtype:
+        keep = keep.to(delta.dtype)
+    return delta.mul_(keep).mul_(1.0 / (1.0 - p))
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask packed 8 elements a byte (C order, first element in the high bit): a uint8 CPU tensor."""
+    flat = mask.detach().reshape(-1).to("cpu").numpy()
+    return torch.from_numpy(np.packbits(flat))
+
+
+def unpack_mask(packed: torch.Tensor, start: int, stop: int, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Elements ``[start, stop)`` of a mask packed by :func:`pack_mask` as a flat tensor on ``device`` (``start`` a
+    multiple of 8): bool, or 0/1 of ``dtype``. Unpacked on the device: only the packed bytes travel."""
+    if start % 8:
+        raise ValueError(f"unpack_mask: start {start} is not a multiple of 8")
+    device = torch.device(device)
+    n = stop - start
+    part = packed[start // 8:(stop + 7) // 8]
+    if device.type == "cpu":
+        bits = torch.from_numpy(np.unpackbits(part.numpy(), count=n))
+    else:
+        part = part.to(device, non_blocking=True)
+        shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
+        bits = ((part.unsqueeze(1) >> shifts) & 1).reshape(-1)[:n]
+    return bits.view(torch.bool) if dtype == torch.bool else bits.to(dtype)
 
 
 def trim_top_k(delta: torch.Tensor, density: float) -> torch.Tensor:

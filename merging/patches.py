@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..comfy_bridge.finite import nonfinite
 from ..comfy_bridge.patchers import ModelPatcher, ensure_skipped_params_patched, is_model_patcher
-from ..comfy_bridge.weights import WeightAdapterBase, cast_to_device, patched_weight, round_to_storage, stored_weight
+from ..comfy_bridge.probes import rounds_elementwise
+from ..comfy_bridge.weights import (WeightAdapterBase, backed_up_weight, cast_to_device, patched_weight,
+                                    round_to_storage, stored_weight)
 from ..guards import MergeNote, add_merge_note, ensure_guards
 
 from .filters import DIFFUSION_PREFIX, KeyFilter, detect_architecture
 from .methods import PARAMS, get_method
-from .ops import check_drop_rate, dare, edg_dynamics_delta_coeff, ties_merge
+from .ops import (check_drop_rate, dare_apply_, dare_keep_mask, edg_dynamics_delta_coeff, pack_mask, ties_merge,
+                  unpack_mask)
 
 log = logging.getLogger("i2v_motion.merging")
 
@@ -40,25 +44,57 @@ def _listing(keys: Sequence[str], limit: int = _MAX_LISTED) -> str:
 # references to weights (no copies)
 
 _MATH_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # fp8 storage has no arithmetic
+_SPAN_BASE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class WeightRef:
-    """One key of one model as ComfyUI sees it: the stored tensor (backup-aware), its convert_func and
-    the model's own patches on that key. Evaluated lazily; never copied at creation."""
+    """One key of one model as ComfyUI sees it: the stored tensor, its convert_func and the model's own patches on
+    that key. Evaluated lazily; never copied at creation.
+
+    Backup-aware when evaluated: while the model (``source``, or a clone: they share backup records) is loaded with
+    patched values in the live tensor — an expert schedule writes a phase in place into the very tensor a merge
+    reads its base from — the stored weight is read from the backup record."""
 
     weight: torch.Tensor
     convert_func: Any
     patches: tuple
+    source: Any = field(default=None, compare=False, repr=False)
+    key: str = ""
+
+    def stored(self) -> torch.Tensor:
+        """The stored weight now: the source model's backup record where there is one, else :attr:`weight`."""
+        if self.source is not None:
+            bk = backed_up_weight(self.source, self.key)
+            if bk is not None:
+                return bk
+        return self.weight
 
     def evaluate(self, key: str, device: torch.device, *, exact_dtype: bool = True) -> tuple[torch.Tensor, bool]:
         """The effective weight on ``device``: (tensor, owned). float32 and owned when ``exact_dtype``, when
         there is anything to apply or when the stored dtype has no arithmetic (fp8); otherwise the stored
         tensor moved (not converted) to ``device``."""
-        if not exact_dtype and self.convert_func is None and not self.patches and self.weight.dtype in _MATH_DTYPES:
-            t = cast_to_device(self.weight, device, None)
-            return t, t is not self.weight
-        return patched_weight(self.weight, self.patches, key, device, compute_dtype=torch.float32,
+        w = self.stored()
+        if not exact_dtype and self.convert_func is None and not self.patches and w.dtype in _MATH_DTYPES:
+            t = cast_to_device(w, device, None)
+            return t, t is not w
+        return patched_weight(w, self.patches, key, device, compute_dtype=torch.float32,
                               convert_func=self.convert_func), True
+
+    @property
+    def plain(self) -> bool:
+        """True when the effective weight is the stored tensor itself (no patches, no convert_func), contiguous:
+        then :meth:`evaluate_span` gives elements of :meth:`evaluate` one range at a time."""
+        return self.convert_func is None and not self.patches and self.stored().is_contiguous()
+
+    def evaluate_span(self, device: torch.device, start: int, stop: int, *, exact_dtype: bool = True) -> torch.Tensor:
+        """Flat elements ``[start, stop)`` of :meth:`evaluate` (a :attr:`plain` ref only), the same cast per element;
+        not a copy where :meth:`evaluate` would not copy either, or with ``exact_dtype`` where the weight is float32
+        on ``device`` already (the caller must not write into it then)."""
+        w = self.stored()
+        flat = w.detach().reshape(-1)[start:stop]
+        if not exact_dtype and w.dtype in _MATH_DTYPES:
+            return cast_to_device(flat, device, None)
+        return cast_to_device(flat, device, torch.float32, copy=False)
 
 
 def weight_refs(model: ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef]:
@@ -66,7 +102,7 @@ def weight_refs(model: ModelPatcher, keys: Sequence[str]) -> dict[str, WeightRef
     out = {}
     for k in keys:
         weight, _set_func, convert_func = stored_weight(model, k)
-        out[k] = WeightRef(weight, convert_func, tuple(model.patches.get(k, ())))
+        out[k] = WeightRef(weight, convert_func, tuple(model.patches.get(k, ())), model, k)
     return out
 
 
@@ -143,6 +179,19 @@ class TaskVector:
         ft, _ = self.ft_refs[key].evaluate(key, device, exact_dtype=True)
         base, _ = self.base_refs[key].evaluate(key, device, exact_dtype=False)
         return ft.sub_(base)
+
+    def spans(self, key: str) -> bool:
+        """Whether :meth:`delta_span` gives this key's τ range by range: both weights stored as they are used, the
+        base in a dtype ``ft − base`` promotes to float32 (float32, float16, bfloat16)."""
+        base = self.base_refs[key]
+        return self.ft_refs[key].plain and base.plain and base.stored().dtype in _SPAN_BASE_DTYPES
+
+    def delta_span(self, key: str, device: torch.device | str, start: int, stop: int) -> torch.Tensor:
+        """Flat elements ``[start, stop)`` of :meth:`delta`, a new float32 tensor: ``ft − base`` per element with the
+        base promoted to float32 (float32, float16 or bfloat16: :meth:`spans`), as :meth:`delta` computes it."""
+        device = torch.device(device)
+        ft = self.ft_refs[key].evaluate_span(device, start, stop, exact_dtype=True)  # float32, maybe not a copy
+        return torch.sub(ft, self.base_refs[key].evaluate_span(device, start, stop, exact_dtype=False))
 
     def scaled_delta(self, key: str, device: torch.device | str, scale: float) -> torch.Tensor:
         """``scale``·τ for one key (a new float32 tensor)."""
@@ -243,6 +292,48 @@ class Term:
     tag: str = ""
 
 
+class MaskStore:
+    """The DARE keep masks of one :class:`MergeSpec`, packed 1 bit per element (CPU RAM), so that evaluating a key
+    again (an expert switch, a low-VRAM or dynamic-VRAM forward, a reload) unpacks its mask instead of drawing it
+    from the generator again. A mask is kept from its second use on, or from its first once :meth:`retain` was
+    called (the expert schedule does: it re-evaluates every differing key at each switch). Cost: 1 bit per element
+    of each DARE'd tensor per DARE term (≈ 0.19 GB for the 1.49 B parameters of DynamiCrafter-512, per term)."""
+
+    def __init__(self):
+        self._packed: dict[tuple, torch.Tensor] = {}
+        self._seen: set[tuple] = set()
+        self.retain_all = False
+
+    def retain(self) -> None:
+        self.retain_all = True
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() for t in self._packed.values())
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def keep(self, key: str, tag: str, shape: torch.Size, p: float, seed: int, device: torch.device,
+             span: tuple[int, int] | None = None, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+        """The keep mask of ``(seed, tag, key)``: of ``shape`` on ``device``, or flat elements ``span``; bool, or
+        0/1 of ``dtype``."""
+        ident = (key, tag, tuple(shape), float(p), int(seed))
+        packed = self._packed.get(ident)
+        if packed is None:
+            mask = dare_keep_mask(shape, p, seed, key, tag)
+            if self.retain_all or ident in self._seen or span is not None:
+                packed = self._packed[ident] = pack_mask(mask)
+                self._seen.discard(ident)
+            else:
+                self._seen.add(ident)
+            if span is None:
+                return mask.to(device, non_blocking=True).to(dtype)
+        if span is None:
+            return unpack_mask(packed, 0, math.prod(shape), device, dtype).reshape(tuple(shape))
+        return unpack_mask(packed, span[0], span[1], device, dtype)
+
+
 @dataclass(frozen=True)
 class MergeSpec:
     """θ = weight_scale·θ + combine_k(terms); combine is a sum or TIES (trim/elect/disjoint mean)."""
@@ -256,9 +347,21 @@ class MergeSpec:
     density: float | None = None  # TIES top-k fraction (None: no trim)
     weight_scale: float = 1.0
     recipe: dict = field(default_factory=dict, compare=False, hash=False)
+    masks: MaskStore = field(default_factory=MaskStore, init=False, compare=False, hash=False, repr=False)
 
-    def merged_delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Σ (or TIES of) the terms for one key: a float32 tensor on ``device``."""
+    def spans(self, key: str) -> bool:
+        """Whether :meth:`merged_delta` can be evaluated range by range for ``key`` with the bits of the whole: a
+        sum (TIES needs every element of a term: top-k, sign election) over dense task vectors whose weights are
+        stored as used (a LoRA's delta is a matrix product, not elementwise)."""
+        if self.method != "sum":
+            return False
+        used = [self.task_vectors[t.source] for t in self.terms if key in self.task_vectors[t.source]]
+        return bool(used) and all(callable(getattr(tv, "spans", None)) and tv.spans(key) for tv in used)
+
+    def merged_delta(self, key: str, device: torch.device | str = "cpu",
+                     span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Σ (or TIES of) the terms for one key: a float32 tensor on ``device``; with ``span`` = (start, stop) only
+        those flat elements (start a multiple of 8; only where :meth:`spans`), bit for bit the same values."""
         device = torch.device(device)
         uses: dict[int, int] = {}
         for t in self.terms:
@@ -272,21 +375,28 @@ class MergeSpec:
             tv = self.task_vectors[t.source]
             if tv.folds_scale and not (t.dare and self.p > 0.0):
                 # a LoRA: coefficient folded into its own scale, as core applies a LoRA at that strength (bit for bit)
+                if span is not None:
+                    raise ValueError(f"merged_delta: {key} cannot be evaluated by ranges (a LoRA task vector)")
                 uses[t.source] -= 1
                 parts.append(tv.scaled_delta(key, device, t.coeff))
                 continue
             if t.source not in taus:
-                taus[t.source] = self.task_vectors[t.source].delta(key, device)
+                taus[t.source] = tv.delta(key, device) if span is None else tv.delta_span(key, device, *span)
             uses[t.source] -= 1
             v = taus[t.source] if uses[t.source] == 0 else taus[t.source].clone()
             if t.dare and self.p > 0.0:
-                v = dare(v, self.p, seed=self.seed, key=key, tag=t.tag, keep_1d=self.keep_1d, inplace=True)
+                shape = tv.shapes[key]
+                if not (self.keep_1d and len(shape) <= 1):  # what ops.dare leaves untouched
+                    keep = self.masks.keep(key, t.tag, shape, self.p, self.seed, device, span, v.dtype)
+                    v = dare_apply_(v, keep, self.p)
             if t.coeff != 1.0:
                 v.mul_(t.coeff)
             parts.append(v)
         if not parts:
             raise KeyError(key)
         if self.method == "ties":
+            if span is not None:
+                raise ValueError(f"merged_delta: a TIES merge of {key} cannot be evaluated by ranges")
             return ties_merge(parts, self.density)
         out = parts[0]
         for v in parts[1:]:
@@ -357,6 +467,12 @@ class MergeAdapter(WeightAdapterBase):
         if delta.shape != weight.shape:
             raise ValueError(f"i2v_motion merge: shape mismatch at {key}: weight {tuple(weight.shape)} "
                              f"vs task vector {tuple(delta.shape)}")
+        return self._add(weight, delta, key, strength, function)
+
+    def _add(self, weight: torch.Tensor, delta: torch.Tensor, key: str, strength: float, function=None) -> torch.Tensor:
+        """``weight`` (ComfyUI's temporary copy, updated in place) + the key's delta: float32 maths, then one
+        rounding to the storage dtype. Element by element, so a range of elements gives the bits of the whole."""
+        spec = self.spec
         if strength != 1.0:
             delta.mul_(strength)
         if function is not None:
@@ -372,6 +488,30 @@ class MergeAdapter(WeightAdapterBase):
         elif res is not weight:
             weight.copy_(res)
         return weight
+
+    def span_patch(self, key: str, strength: float, offset,
+                   function) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+        """This patch applied to a range of flat elements, for writing a weight piece by piece: a function
+        ``(weight_range, start) -> weight_range`` doing exactly what :meth:`calculate_weight` does to those elements
+        (``weight_range``: ComfyUI's compute-dtype copy of them, updated in place; ``start`` a multiple of 8), or
+        None where only the whole tensor gives the same bits (an offset or a function on the patch, a TIES merge,
+        a LoRA task vector, weights with patches of their own, stochastic rounding to the storage dtype)."""
+        spec = self.spec
+        store = self.store_dtypes.get(key)
+        if offset is not None or function is not None or not spec.spans(key):
+            return None
+        if store in _FLOAT_STORE and not rounds_elementwise(store):
+            return None
+
+        def apply(weight: torch.Tensor, start: int) -> torch.Tensor:
+            delta = spec.merged_delta(key, weight.device, span=(start, start + weight.numel()))
+            return self._add(weight, delta, key, strength)
+
+        return apply
+
+    def retain_masks(self) -> None:
+        """Keep this merge's DARE masks packed from now on (see :class:`MaskStore`)."""
+        self.spec.masks.retain()
 
 
 def apply_spec(model: ModelPatcher, spec: MergeSpec, note: MergeNote | None = None) -> ModelPatcher:

@@ -10,9 +10,14 @@ What it runs (each part in its own process, so CUDA state and peak-memory marks 
 3. EDG experts + expert schedule at full size: time per sampling run and peak VRAM, scheduled vs one expert;
 4. merged weights computed on the GPU vs on the CPU: max abs difference over sampled keys.
 
-Without CUDA it runs the same parts at CPU sizes (``--size small``; dynamic VRAM cannot engage on a CPU) so
-the script itself is tested here before device time is spent. Results: one JSON document on stdout's last
-line and in ``OUT/gpu_check.json`` (``--out`` or ``$OUT``).
+Without CUDA it runs the same parts at CPU sizes (dynamic VRAM cannot engage on a CPU) so the script itself is
+tested here before device time is spent. Results: one JSON document on stdout's last line and in
+``OUT/gpu_check.json`` (``--out`` or ``$OUT``).
+
+The parts share ``--budget`` by weight, sized by the device found (:func:`plan`): on CUDA the full-size model and
+about equal shares; on a CPU the tests part (dozens of tiny-model samplings) takes most of the budget and the model
+parts run at ``small`` size, or ``tiny`` where the CPU is small or busy (load average per CPU ≥ 1, or ≤ 2 CPUs),
+so a loaded 2-core machine finishes every part within its share. The plan and the load it saw are in the report.
 
 On the device machine (no network; Python 3.12, torch CUDA): ``python3 tools/gpu_bundle.py`` here first
 prepares ``.whl/`` (the missing wheels, extracted, as one tar.xz, and the 0.33 tarball), then the device
@@ -302,11 +307,27 @@ def _tests(a, dynamic: bool, comfy: Path, timeout: float) -> dict:
         return res
 
 
+# relative time each part needs on each kind of device (the tests part is many small runs: on a CPU it dominates)
+WEIGHTS = {"cuda": {"tests": 1.0, "sampling": 1.0, "edg": 2.0}, "cpu": {"tests": 4.0, "sampling": 1.0, "edg": 1.5}}
+
+
+def plan(parts: list[str], cuda: bool, size: str | None, cpus: int,
+         load: float) -> tuple[str, list[tuple[str, bool, float]]]:
+    """The size of the model parts and (part, dynamic VRAM, weight) for each run, for the device found: CUDA runs
+    full size with dynamic VRAM on and off; a CPU runs ``small``, or ``tiny`` when it is small or busy."""
+    if size is None:
+        size = "full" if cuda else ("tiny" if cpus <= 2 or load / max(1, cpus) >= 1.0 else "small")
+    modes = [True, False] if cuda else [False]
+    w = WEIGHTS["cuda" if cuda else "cpu"]
+    return size, [(p, m, w.get(p, 1.0)) for p in parts for m in (modes if p != "edg" else modes[:1])]
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--comfy", help="a ComfyUI 0.33+ tree (default: I2V_COMFY_DIR, --tarball, or the 0.33 host)")
     ap.add_argument("--tarball", help="ComfyUI source tarball to unpack (the device has no ../shared)")
-    ap.add_argument("--size", choices=list(SIZES), default=None, help="full on CUDA, small on CPU by default")
+    ap.add_argument("--size", choices=list(SIZES), default=None,
+                    help="full on CUDA; on a CPU small, or tiny where it is small or busy (default: by the device)")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per variant in the EDG part (after a warm-up)")
     ap.add_argument("--parts", default="tests,sampling,edg", help="comma list of tests, sampling, edg")
@@ -321,22 +342,21 @@ def main(argv: list[str]) -> int:
     import torch
 
     cuda = torch.cuda.is_available() and a.device != "cpu"
-    a.size = a.size or ("full" if cuda else "small")
-
     t0 = time.perf_counter()
-    comfy = _comfy_tree(a)
-    modes = [True, False] if cuda else [False]
-    say(f"ComfyUI tree {comfy}; CUDA {'yes: ' + torch.cuda.get_device_name() if cuda else 'no (CPU sizes)'}; "
-        f"size {a.size}; dynamic VRAM modes {modes}")
-    report = {"torch": torch.__version__, "cuda": cuda, "gpu": torch.cuda.get_device_name() if cuda else None,
-              "size": a.size, "parts": []}
+    cpus, load = os.cpu_count() or 1, os.getloadavg()[0]
     parts = [p.strip() for p in a.parts.split(",") if p.strip()]
-    plan = [(p, m) for p in parts for m in (modes if p != "edg" else modes[:1])]
-    for i, (part, dyn) in enumerate(plan):
+    a.size, runs = plan(parts, cuda, a.size, cpus, load)
+    comfy = _comfy_tree(a)
+    say(f"ComfyUI tree {comfy}; CUDA {'yes: ' + torch.cuda.get_device_name() if cuda else 'no (CPU sizes)'}; "
+        f"size {a.size}; {cpus} CPUs, load average {load:.2f}; runs {[(p, d) for p, d, _ in runs]}")
+    report = {"torch": torch.__version__, "cuda": cuda, "gpu": torch.cuda.get_device_name() if cuda else None,
+              "size": a.size, "cpus": cpus, "load_average": round(load, 2), "budget_s": a.budget, "parts": []}
+    for i, (part, dyn, weight) in enumerate(runs):
         left = a.budget - (time.perf_counter() - t0)
-        share = max(30.0, left / (len(plan) - i))
+        share = max(30.0, left * weight / sum(w for _, _, w in runs[i:]))
         say(f"{part} (dynamic VRAM {'on' if dyn else 'off'}), up to {share:.0f} s")
         res = _tests(a, dyn, comfy, share) if part == "tests" else _child(part, a, dyn, comfy, share)
+        res["share_s"] = round(share)
         report["parts"].append(res)
         say(json.dumps(res)[:2000])
     report["total_s"] = round(time.perf_counter() - t0, 1)
