@@ -12,12 +12,12 @@ import torch
 from ..comfy_bridge.lora import adapter_delta, load_lora_adapters
 from ..comfy_bridge.patchers import ModelPatcher, is_model_patcher
 from .filters import KeyFilter, detect_architecture
-from .patches import _listing, diffusion_param_keys
+from .patches import KeyedVector, _listing, diffusion_param_keys
 
 __all__ = ["LoraTaskVector", "make_lora_task_vector"]
 
 
-class LoraTaskVector:
+class LoraTaskVector(KeyedVector):
     """τ = α/r·B·A per key of one LoRA file over the model it was loaded for (the value on I2V_TASK_VECTOR sockets).
     Holds core's patch objects (the file's tensors), never a dense copy."""
 
@@ -25,34 +25,12 @@ class LoraTaskVector:
 
     def __init__(self, name: str, patches: dict[str, Any], keys: Sequence[str], shapes: dict[str, torch.Size],
                  key_filter: KeyFilter, info: dict):
+        super().__init__(keys, shapes, key_filter, info)
         self.name = name
         self.patches = patches
-        self.keys = tuple(keys)
-        self._key_set = frozenset(self.keys)
-        self.shapes = shapes
-        self.key_filter = key_filter
-        self.info = info
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._key_set
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def num_params(self) -> int:
-        return sum(int(torch.Size(self.shapes[k]).numel()) for k in self.keys)
-
-    def describe(self) -> dict:
-        info = {k: v for k, v in self.info.items() if k != "skipped_keys"}
-        return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **info}
 
     def scaled_delta(self, key: str, device: torch.device | str, scale: float) -> torch.Tensor:
         return adapter_delta(self.patches[key], key, self.shapes[key], device, scale)
-
-    def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
-        """τ for one key: a new float32 tensor on ``device``."""
-        return self.scaled_delta(key, device, 1.0)
 
 
 def make_lora_task_vector(model: ModelPatcher, path: str, preset: str = "all", regex: str = "") -> LoraTaskVector:

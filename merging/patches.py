@@ -131,24 +131,17 @@ def model_fingerprint(model: ModelPatcher, keys: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 # task vectors
 
-class TaskVector:
-    """τ = θ_finetune − θ_base over the keys a filter selects (the value on I2V_TASK_VECTOR sockets).
+class KeyedVector:
+    """What every task vector shares (fine-tune − base, a LoRA): the keys a filter selected, their shapes and the
+    ``describe()`` a node shows. Subclasses give ``delta``/``scaled_delta`` and may give ranges (``spans``)."""
 
-    Holds references to both ModelPatchers and to their weights as they were when it was made (later
-    changes to those patchers do not leak in); computes τ per key on demand, in float32.
-    """
+    folds_scale = False  # True: scaled_delta folds a term's coefficient into its own arithmetic
 
-    def __init__(self, base: ModelPatcher, finetune: ModelPatcher,
-                 key_filter: KeyFilter, keys: Sequence[str], base_refs: dict[str, WeightRef],
-                 ft_refs: dict[str, WeightRef], shapes: dict[str, torch.Size], info: dict):
-        self.base = base
-        self.finetune = finetune
-        self.key_filter = key_filter
+    def __init__(self, keys: Sequence[str], shapes: dict[str, torch.Size], key_filter: KeyFilter, info: dict):
         self.keys = tuple(keys)
         self._key_set = frozenset(self.keys)
-        self.base_refs = base_refs
-        self.ft_refs = ft_refs
         self.shapes = shapes
+        self.key_filter = key_filter
         self.info = info
 
     def __contains__(self, key: str) -> bool:
@@ -159,19 +152,39 @@ class TaskVector:
 
     @property
     def num_params(self) -> int:
-        n = 0
-        for k in self.keys:
-            s = 1
-            for d in self.shapes[k]:
-                s *= int(d)
-            n += s
-        return n
+        return sum(torch.Size(self.shapes[k]).numel() for k in self.keys)
 
     def describe(self) -> dict:
         info = {k: v for k, v in self.info.items() if k != "skipped_keys"}
         return {"filter": self.key_filter.describe(), "keys": len(self.keys), "params": self.num_params, **info}
 
-    folds_scale = False  # merged_delta multiplies τ by a term's coefficient after computing it
+    def spans(self, key: str) -> bool:
+        """Whether ``delta_span`` gives this key's delta range by range (none by default)."""
+        return False
+
+    def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The delta for one key: a new float32 tensor on ``device``."""
+        return self.scaled_delta(key, device, 1.0)
+
+    def scaled_delta(self, key: str, device: torch.device | str, scale: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TaskVector(KeyedVector):
+    """τ = θ_finetune − θ_base over the keys a filter selects (the value on I2V_TASK_VECTOR sockets).
+
+    Holds references to both ModelPatchers and to their weights as they were when it was made (later
+    changes to those patchers do not leak in); computes τ per key on demand, in float32.
+    """
+
+    def __init__(self, base: ModelPatcher, finetune: ModelPatcher,
+                 key_filter: KeyFilter, keys: Sequence[str], base_refs: dict[str, WeightRef],
+                 ft_refs: dict[str, WeightRef], shapes: dict[str, torch.Size], info: dict):
+        super().__init__(keys, shapes, key_filter, info)
+        self.base = base
+        self.finetune = finetune
+        self.base_refs = base_refs
+        self.ft_refs = ft_refs
 
     def delta(self, key: str, device: torch.device | str = "cpu") -> torch.Tensor:
         """τ for one key: a new float32 tensor on ``device`` (owned by the caller)."""
@@ -356,7 +369,7 @@ class MergeSpec:
         if self.method != "sum":
             return False
         used = [self.task_vectors[t.source] for t in self.terms if key in self.task_vectors[t.source]]
-        return bool(used) and all(callable(getattr(tv, "spans", None)) and tv.spans(key) for tv in used)
+        return bool(used) and all(tv.spans(key) for tv in used)
 
     def merged_delta(self, key: str, device: torch.device | str = "cpu",
                      span: tuple[int, int] | None = None) -> torch.Tensor:
