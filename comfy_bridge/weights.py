@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,7 +24,7 @@ from comfy.weight_adapter import WeightAdapterBase
 from .probes import patch_compute_dtype, rounds_elementwise, string_to_seed
 
 __all__ = ["WeightAdapterBase", "LowVramPatch", "BackupRecord", "backup_record", "key_weight", "stored_weight",
-           "backed_up_weight", "patched_weight", "write_patched_", "round_to_storage", "cast_to_device", "get_attr",
+           "backed_up_weight", "patched_weight", "write_patched_", "write_patched_many_", "round_to_storage", "cast_to_device", "get_attr",
            "copy_to_param", "SPAN_ELEMENTS"]
 
 # elements per range when a weight is written piece by piece: on the CPU the range's float32 temporaries (1 MiB
@@ -134,6 +135,32 @@ def write_patched_(live: torch.Tensor, base: torch.Tensor, patches: Sequence, ke
             if r.data_ptr() != dest.data_ptr():
                 dest.copy_(r)
     return True
+
+
+def write_patched_many_(jobs: Sequence[tuple[torch.Tensor, torch.Tensor, Sequence, str]]) -> list:
+    """:func:`write_patched_` for many ``(live, base, patches, key)`` at once: per job True (written), False (nothing
+    written: take the whole-tensor path) or the exception it raised. On the CPU the weights are shared out over
+    torch's threads, one weight per thread at a time (each with one intra-op thread: L2-sized ranges, no barriers);
+    the bits are the same as one by one (every step is elementwise). Elsewhere, one by one."""
+    def one(job):
+        try:
+            return write_patched_(*job)
+        except Exception as e:  # noqa: BLE001 - reported per job to the caller, which keeps going with the others
+            return e
+
+    n = torch.get_num_threads()
+    if n == 1 or len(jobs) < 2 or any(live.device.type != "cpu" for live, *_ in jobs):
+        return [one(j) for j in jobs]
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].numel())  # largest first: the threads end together
+    results: list = [None] * len(jobs)
+    torch.set_num_threads(1)  # new threads take this at their first operation
+    try:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="i2v-weights") as pool:
+            for i, r in zip(order, pool.map(one, [jobs[i] for i in order])):
+                results[i] = r
+    finally:
+        torch.set_num_threads(n)
+    return results
 
 
 @contextlib.contextmanager

@@ -56,7 +56,7 @@ from ..comfy_bridge.patchers import (ModelPatcher, ensure_skipped_params_patched
 from ..comfy_bridge.probes import string_to_seed
 from ..comfy_bridge.sampling import DDPM_STEPS, ddpm_timestep, model_timestep
 from ..comfy_bridge.weights import (LowVramPatch, backup_record, cast_to_device, copy_to_param, get_attr, key_weight,
-                                    patched_weight, write_patched_)
+                                    patched_weight, write_patched_, write_patched_many_)
 from ..guards import add_merge_note, ensure_guards, merge_notes
 from ..runcache import weights_changed
 
@@ -457,13 +457,47 @@ class ScheduleRun:
                     and write_patched_(live.data, slot.entry.weight, patches, key):
                 self.stats["fast"] += 1
             else:
-                self.stats["generic"] += 1
-                out = self._value(slot, patches, live)
-                if slot.set_func is None:
-                    copy_to_param(model, key, out)
-                else:
-                    slot.set_func(out, inplace_update=True, seed=string_to_seed(key))
+                self._put_whole(slot, patches, live)
         slot.phase = phase
+
+    def _put_whole(self, slot: _Slot, patches: list, live: torch.Tensor) -> None:
+        """A loaded weight written through ComfyUI's whole-tensor path."""
+        self.stats["generic"] += 1
+        out = self._value(slot, patches, live)
+        if slot.set_func is None:
+            copy_to_param(self.patcher.model, slot.key, out)
+        else:
+            slot.set_func(out, inplace_update=True, seed=string_to_seed(slot.key))
+
+    def _put_all(self, slots: Sequence[_Slot], phase: int) -> list[tuple[str, Exception]]:
+        """:meth:`_put` for many slots: the loaded weights that can be written range by range are written together
+        (shared out over the CPU's threads); the rest one by one. Returns the (key, error) of slots that failed."""
+        model, errors, ranged = self.patcher.model, [], []
+        for slot in slots:
+            if slot.phase == phase:
+                continue
+            if slot.kind in ("inplace", "own") and slot.set_func is None and slot.convert_func is None:
+                ranged.append(slot)
+                continue
+            try:
+                self._put(slot, phase)
+            except Exception as e:  # noqa: BLE001 - the caller reports
+                errors.append((slot.key, e))
+        lives = [get_attr(model, slot.key) for slot in ranged]
+        done = write_patched_many_([(live.data, slot.entry.weight, self.lists[phase][slot.key], slot.key)
+                                    for slot, live in zip(ranged, lives)])
+        for slot, live, ok in zip(ranged, lives, done):
+            try:
+                if isinstance(ok, Exception):
+                    raise ok
+                if ok:
+                    self.stats["fast"] += 1
+                else:
+                    self._put_whole(slot, self.lists[phase][slot.key], live)
+                slot.phase = phase
+            except Exception as e:  # noqa: BLE001 - the caller reports
+                errors.append((slot.key, e))
+        return errors
 
     def activate(self, phase: int, t: float | None = None, transformer_options: dict | None = None) -> None:
         """Materialize ``phase``'s weights (no-op when already there); the run's weight-dependent caches in
@@ -474,8 +508,9 @@ class ScheduleRun:
         start = time.perf_counter()
         weights_changed(transformer_options)
         with torch.no_grad():
-            for key in self.schedule.keys:
-                self._put(self._slot(key), phase)
+            errors = self._put_all([self._slot(key) for key in self.schedule.keys], phase)
+        if errors:
+            raise errors[0][1]  # as raised (the schedule's restore at the end of the run puts phase 0 back)
         dt = time.perf_counter() - start
         if not soft:
             names = self.schedule.names
@@ -492,11 +527,12 @@ class ScheduleRun:
         run) are left to ComfyUI, which already restored them."""
         p = self.patcher
         errors = []
+        put = []
         with torch.no_grad():
             for key, slot in self.slots.items():
                 try:
                     if slot.kind in ("lowvram", "lowvram_add", "dynamic"):
-                        self._put(slot, 0)
+                        put.append(slot)
                         continue
                     if p.backup.get(key) is not slot.entry:
                         continue  # ComfyUI unpatched (and possibly repatched) it: not ours any more
@@ -505,11 +541,12 @@ class ScheduleRun:
                         if slot.phase != 0:
                             param.data.copy_(slot.entry.weight.to(param.device))
                         p.backup.pop(key, None)
+                        slot.phase = 0
                     else:
-                        self._put(slot, 0)
-                    slot.phase = 0
+                        put.append(slot)
                 except Exception as e:  # keep restoring the others; report below
                     errors.append((key, e))
+            errors += self._put_all(put, 0)  # (keeps going past a failed weight too)
         self.slots.clear()
         self.phase = 0
         if errors:
