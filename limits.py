@@ -179,6 +179,17 @@ def vae_encode_need(vae, height: int, width: int) -> int:
         return 0
 
 
+def vae_frames_at_once(vae, height: int, width: int, cap: int = 8) -> int:
+    """How many ``height``×``width`` frames to hand ComfyUI's VAE encode at once on the CPU: what the memory reader
+    (:func:`ram_available`: free RAM, ulimits, cgroup) holds of its per-frame estimate, 1..``cap``. ComfyUI sizes its
+    own encode batches from free RAM alone, which in a container is the host's; handing it no more frames than
+    the reader allows keeps the encode inside the limit (on a GPU: ``cap``, ComfyUI tiles there)."""
+    need = vae_encode_need(vae, height, width)
+    if need <= 0:
+        return cap
+    return max(1, min(cap, int(HEADROOM * ram_available()) // need))
+
+
 def check_frames(frames: int, what: str = "frames") -> int:
     """A frame count in 1..MAX_FRAMES (ValueError otherwise)."""
     if not isinstance(frames, (int, float)) or frames != int(frames) or not 1 <= int(frames) <= MAX_FRAMES:

@@ -20,7 +20,8 @@ from ..comfy_bridge.sampling import model_sampling_of, noise_percent
 from ..families import temporal_ratio
 from ..guards import ensure_guards
 from ..layout.frames import check_frame_count, combine_regions, latent_frames
-from ..limits import MAX_FRAMES, MAX_SIDE, check_alloc, check_path_text, nbytes, vae_encode_need
+from ..limits import (MAX_FRAMES, MAX_SIDE, check_alloc, check_path_text, nbytes, vae_encode_need,
+                      vae_frames_at_once)
 
 log = logging.getLogger("i2v_motion.layout")
 
@@ -400,7 +401,9 @@ class LayoutGuide(io.ComfyNode):
         n_obj = len(layout.objects)
         ratio = temporal_ratio(vae)
         check_frame_count(T, ratio, "the layout")
-        chunk = 8 if ratio == 1 else T  # a video VAE encodes the whole video at once (it is causal in time)
+        # an image VAE: as many frames at once as the memory reader holds (≤ 8); a video VAE encodes the whole video
+        # at once (it is causal in time)
+        chunk = vae_frames_at_once(vae, H, W) if ratio == 1 else T
         n_chunks = math.ceil(T / chunk)
         total = n_obj + 1 + n_chunks
         prog = _progress(total)

@@ -71,6 +71,8 @@ def child(node: str, frames: int, width: int, height: int, limit_mib: int = 0) -
             with tempfile.TemporaryDirectory() as d:
                 vae = load_dynamicrafter(make_tiny_checkpoint(d + "/t.safetensors", with_clip=False,
                                                               with_clip_vision=False)).vae
+            # the node's plan: its buffers and the frames it hands ComfyUI's VAE at once
+            estimate += limits.vae_frames_at_once(vae, height, width) * limits.vae_encode_need(vae, height, width)
             NL.LayoutGuide.execute(image, lay, vae, 8.0, 4.0, "diffuse")
         elif node == "LayoutPreview":
             NL.LayoutPreview.execute(image, lay, 2, True, True)
