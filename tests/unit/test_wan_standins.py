@@ -339,3 +339,56 @@ def test_wan22_vae_standin_is_core_wan22_vae(wan22_vae):
 
 def test_wan22_ti2v_run(models, wan22_vae):
     _check_video(wan.run_ti2v(_unet(TI2V), wan22_vae, width=64, height=32, length=5), 5, 64, 32)
+
+
+# -- EDG merging on Wan ------------------------------------------------------------------------------------
+def test_edg_merging_schedule_and_bake_on_wan(models, tmp_path):
+    """Task Vector (Wan's ``temporal`` preset = its self-attention), Apply Task Vectors (×1.5), EDG Experts, the
+    Expert Schedule on Wan's own clock (t = σ·1000: the dynamics expert exactly while t > 900) and Bake, on two
+    core Wan 2.2 MODELs of one architecture (the A14B stand-ins, two seeds: a base and its "fine-tune")."""
+    from i2v_motion.comfy_bridge.hooks import WrappersMP
+    from i2v_motion.experts import expert_schedule
+    from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector
+
+    base, ft = _unet(HIGH), _unet(LOW)
+    b, f = loaded_weights(base), loaded_weights(ft)
+    tv = make_task_vector(base, ft, "temporal")
+    assert tv.keys and all(".self_attn." in k for k in tv.keys), tv.keys[:4]
+    merged = apply_task_vectors(base, [tv], [1.5])
+    m = loaded_weights(merged)
+    for k, v in m.items():
+        if k in tv:  # θ_base + 1.5·τ, rounded to the stored fp16
+            want = (b[k].float() + 1.5 * (f[k].float() - b[k].float())).to(v.dtype)
+            assert torch.allclose(v.float(), want.float(), rtol=2e-3, atol=2e-3), k
+        else:
+            assert torch.equal(v, b[k]), k
+    assert base.patches == {} and ft.patches == {}  # inputs untouched
+
+    # bake: core's own UNETLoader reads the file back as the merged model, bit for bit
+    out = models / "diffusion_models" / "wan_merged_test.safetensors"
+    try:
+        bake_model(merged, str(out))
+        assert _changed(loaded_weights(_unet(out.name)), m) == set()
+    finally:
+        out.unlink(missing_ok=True)
+
+    # the schedule: which expert's weight the DiT runs with at each evaluation, against its timestep
+    dyn, con, _ = edg_experts(base, ft, p=0.3)
+    key = next(k for k in tv.keys if k.endswith(".weight"))
+    w_dyn, w_con = loaded_weights(dyn)[key], loaded_weights(con)[key]
+    assert not torch.equal(w_dyn, w_con)
+    sched = expert_schedule([dyn, con], [900])
+    seen = []
+
+    def probe(executor, x, timesteps, *args, **kwargs):
+        live = sched.model.get_parameter(key).detach()
+        seen.append((float(timesteps.max()), "dyn" if torch.equal(live, w_dyn) else
+                     "con" if torch.equal(live, w_con) else "?"))
+        return executor(x, timesteps, *args, **kwargs)
+
+    sched.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test.probe", probe)
+    video = wan.run_i2v(sched, _vae(VAE21_NARROW), width=32, height=32, length=5, steps=6)
+    _check_video(video, 5, 32, 32)
+    assert {p for _, p in seen} == {"dyn", "con"}, seen  # both experts ran (shift 8, 6 steps: t 1000 … 615)
+    assert all((p == "dyn") == (t > 900) for t, p in seen), seen
+    _free()
