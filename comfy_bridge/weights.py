@@ -142,9 +142,14 @@ def write_patched_many_(jobs: Sequence[tuple[torch.Tensor, torch.Tensor, Sequenc
     written: take the whole-tensor path) or the exception it raised. On the CPU the weights are shared out over
     torch's threads, one weight per thread at a time (each with one intra-op thread: L2-sized ranges, no barriers);
     the bits are the same as one by one (every step is elementwise). Elsewhere, one by one."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
     def one(job):
+        # grad and inference mode are per thread: the pool's threads take the caller's (ComfyUI's executor loads
+        # weights as inference tensors, which only inference mode may update in place)
         try:
-            return write_patched_(*job)
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return write_patched_(*job)
         except Exception as e:  # noqa: BLE001 - reported per job to the caller, which keeps going with the others
             return e
 

@@ -130,7 +130,7 @@ LOADERS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
            "UNETLoader": ("unet_name", "diffusion_models"), "VAELoader": ("vae_name", "vae"),
            "CLIPVisionLoader": ("clip_name", "clip_vision"), "CLIPLoader": ("clip_name", "text_encoders"),
            "LoraLoader": ("lora_name", "loras"), "LoraLoaderModelOnly": ("lora_name", "loras"),
-           PACK_LOADER: ("ckpt_name", "checkpoints")}
+           PACK_LOADER: ("ckpt_name", "checkpoints"), "I2VMotion_LoraTaskVector": ("lora_name", "loras")}
 #: the test-only node (tests/support/comfy_nodes) that stands in for CLIPTextEncode on core's Wan text encoder
 WAN_TEXT_STANDIN = {"class_type": "I2VTest_WanTextEncode", "drop": ["clip"]}
 

@@ -340,3 +340,27 @@ def test_weight_hooks_turn_the_token_cache_off(tiny_dc):
     finally:
         count.handle.remove()
     assert count.calls >= 4  # every evaluation computes its tokens: the weights differ per conditioning
+
+
+def test_weights_written_by_threads_keep_the_callers_inference_mode():
+    """ComfyUI's executor runs nodes (and loads weights) under ``torch.inference_mode``; the threads a switch shares
+    its weights out to run in the caller's mode, so they may update those inference tensors range by range, and
+    write the bits one thread would."""
+    from i2v_motion.comfy_bridge.weights import write_patched_many_
+
+    base, ft = _pairs()
+    dyn, _, tv = edg_experts(base, ft, p=0.6, seed=2)
+    params = dict(dyn.model.named_parameters())
+    keys = list(tv.keys)
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)  # the threaded path, whatever OMP_NUM_THREADS says
+    try:
+        with torch.inference_mode():
+            lives = [torch.full_like(params[k], float("nan")) for k in keys]
+            done = write_patched_many_([(live, params[k].detach(), dyn.patches[k], k) for live, k in zip(lives, keys)])
+    finally:
+        torch.set_num_threads(n)
+    assert done == [True] * len(keys), [d for d in done if d is not True][:1]
+    for live, k in zip(lives, keys):
+        want = patched_weight(params[k].detach(), dyn.patches[k], k, CPU, round_to=live.dtype)
+        assert torch.equal(live, want), k

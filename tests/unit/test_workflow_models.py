@@ -17,6 +17,9 @@ EXAMPLES = sorted(p for p in (REPO / "example_workflows").glob("*.json") if not 
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")  # what the frontend calls a model file
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
 PACK_LOADERS = {"I2VMotion_LoadDynamiCrafter": {"checkpoints", "diffusion_models"}}  # folders it reads
+# nodes whose file is the user's own (a LoRA they trained or picked): no official download, so no models entry,
+# or the frontend would offer a link to something else
+USER_FILES = {"I2VMotion_LoraTaskVector"}
 
 
 def _model_widgets(node: dict) -> list[str]:
@@ -41,6 +44,9 @@ def test_loader_nodes_carry_models_metadata(wf_path):
             continue
         models = (node.get("properties") or {}).get("models")
         where = f"{wf_path.name} node {node['id']} ({node['type']})"
+        if node["type"] in USER_FILES:
+            assert not models, f"{where}: the user's own file has no official download: {models}"
+            continue
         assert models, f"{where}: no properties.models for {files}"
         by_name = {m["name"]: m for m in models}
         assert set(files) <= set(by_name), f"{where}: {sorted(set(files) - set(by_name))} have no models entry"
