@@ -60,6 +60,20 @@ def _counts(junit: Path) -> dict[str, int]:
     return c
 
 
+def _slowest_files(junit: Path, n: int = 6) -> str:
+    """The ``n`` test files that took longest (seconds, from the junit report): where CI time goes."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return ""
+    per: dict[str, float] = {}
+    for case in root.iter("testcase"):
+        mod = (case.get("classname") or "?").rsplit(".", 1)[-1] if "." in (case.get("classname") or "") else "?"
+        per[mod] = per.get(mod, 0.0) + float(case.get("time") or 0.0)
+    top = sorted(per.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:.0f} s" for k, v in top)
+
+
 def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, str]:
     """Build/reuse host ``name`` and run pytest on it; (exit code, seconds, summary)."""
     t0 = time.perf_counter()
@@ -96,6 +110,8 @@ def run_on(name: str, pytest_args: list[str], junit: Path) -> tuple[int, float, 
         print(f"[test] {name}: pytest collected no tests: failing", file=sys.stderr)
         rc = 1
     c = _counts(junit)
+    if slow := _slowest_files(junit):
+        print(f"[test] host {name}: slowest files: {slow}", file=sys.stderr, flush=True)
     summary = (f"{c['passed']} passed, {c['skipped']} skipped, {c['failures'] + c['errors']} failed"
                if c else f"exit code {rc}")
     return rc, time.perf_counter() - t0, summary
