@@ -56,7 +56,7 @@ from ..comfy_bridge.patchers import (ModelPatcher, ensure_skipped_params_patched
 from ..comfy_bridge.probes import string_to_seed
 from ..comfy_bridge.sampling import DDPM_STEPS, ddpm_timestep, model_timestep
 from ..comfy_bridge.weights import (LowVramPatch, backup_record, cast_to_device, copy_to_param, get_attr, key_weight,
-                                    patched_weight, write_patched_, write_patched_many_)
+                                    patched_weight, write_patched_many_)
 from ..guards import add_merge_note, ensure_guards, merge_notes
 from ..runcache import weights_changed
 
@@ -451,13 +451,8 @@ class ScheduleRun:
                     slot.added = LowVramPatch(key, {key: patches}, slot.convert_func, slot.set_func)
                     fns.insert(0, slot.added)
                 slot.added.patches = {key: patches}
-        else:
-            live = get_attr(model, key)
-            if slot.set_func is None and slot.convert_func is None \
-                    and write_patched_(live.data, slot.entry.weight, patches, key):
-                self.stats["fast"] += 1
-            else:
-                self._put_whole(slot, patches, live)
+        else:  # a loaded weight with a set/convert function (the others are written by ranges in _put_all)
+            self._put_whole(slot, patches, get_attr(model, key))
         slot.phase = phase
 
     def _put_whole(self, slot: _Slot, patches: list, live: torch.Tensor) -> None:

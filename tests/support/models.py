@@ -65,6 +65,17 @@ def diffusion_keys(m) -> list[str]:
     return [k for k, _ in m.model.named_parameters() if k.startswith("diffusion_model.")]
 
 
+def noisy_clone(model, seed: int, keep=lambda k, p: k.startswith("diffusion_model.") and p.ndim > 1,
+                scale: float = 0.05):
+    """A clone of ``model`` with random additive patches (``scale``·N(0, 1), drawn in parameter order from ``seed``)
+    on the parameters ``keep(key, param)`` selects: a second expert that differs from the first."""
+    g = torch.Generator().manual_seed(seed)
+    out = model.clone()
+    out.add_patches({k: (scale * torch.randn(p.shape, generator=g),) for k, p in model.model.named_parameters()
+                     if keep(k, p)}, 1.0)
+    return out
+
+
 def dc_cond(seed: int = 0, frames: int = 4, size: int = 8):
     """Random positive / negative DynamiCrafter cond values (tiny widths) and an empty latent of ``frames``."""
     g = torch.Generator().manual_seed(seed)

@@ -26,7 +26,7 @@ from i2v_motion.experts import expert_schedule
 from i2v_motion.merging import apply_task_vectors, bake_model, edg_experts, make_task_vector, select_keys
 from i2v_motion.nodes import layout as NL
 from support import fixtures
-from support.models import CPU, dc_cond, ksample, svd_config, tiny_svd  # noqa: F401
+from support.models import CPU, dc_cond, ksample, noisy_clone, svd_config, tiny_svd  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,10 +92,7 @@ def test_loader_builds_a_future_core_patcher(monkeypatch, tmp_path):
 def test_schedule_switches_in_place(tiny_dc):
     """data_ptr of every parameter before, while the second expert runs, and after: the same storage."""
     base = tiny_dc.model
-    g = torch.Generator().manual_seed(5)
-    ft = base.clone()
-    ft.add_patches({k: (0.05 * torch.randn(p.shape, generator=g),) for k, p in base.model.named_parameters()
-                    if k.startswith("diffusion_model.") and p.ndim > 1}, 1.0)
+    ft = noisy_clone(base, 5)
     sched = expert_schedule([base, ft], [500])
     model = sched.model
 

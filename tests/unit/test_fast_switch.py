@@ -28,7 +28,7 @@ from i2v_motion.merging import apply_task_vectors, edg_experts, make_task_vector
 from i2v_motion.merging.ops import dare_keep_mask, pack_mask, unpack_mask
 from i2v_motion.merging.patches import MaskStore
 from i2v_motion.runcache import RUN_CACHE_KEY, RowMemo, RunCache
-from support.models import CPU, dc_cond, diffusion_keys, ksample, loaded_weights, tiny_svd
+from support.models import CPU, dc_cond, diffusion_keys, ksample, loaded_weights, noisy_clone, tiny_svd
 
 SPAN = 1000  # elements per range in these tests: several ranges per weight, a ragged last one
 
@@ -194,10 +194,7 @@ def test_schedule_switches_by_ranges_in_place(tiny_dc):
 
 def test_soft_mode_switches_in_place(tiny_dc):
     base = tiny_dc.model
-    g = torch.Generator().manual_seed(5)
-    other = base.clone()
-    other.add_patches({k: (0.05 * torch.randn(p.shape, generator=g),) for k, p in base.model.named_parameters()
-                       if k.startswith("diffusion_model.") and p.ndim > 1}, 1.0)
+    other = noisy_clone(base, 5)
     soft = expert_schedule([base, other], mode="soft")
     mm.load_models_gpu([soft])
     before = {k: p.data_ptr() for k, p in soft.model.named_parameters()}
@@ -218,10 +215,7 @@ def test_experts_over_a_base_phase(tiny_dc):
     """[base, dyn, con]: the base's live weights are phase 1 and the merges' own base; switching writes them in
     place, and phases 2 and 3 must still be computed from the stored base, not from phase 2's values."""
     base = tiny_dc.model
-    ft = base.clone()
-    g = torch.Generator().manual_seed(8)
-    ft.add_patches({k: (0.05 * torch.randn(p.shape, generator=g),) for k, p in base.model.named_parameters()
-                    if k.startswith("diffusion_model.") and p.ndim > 1}, 1.0)
+    ft = noisy_clone(base, 8)
     dyn, con, tv = edg_experts(base, ft, p=0.5, seed=4)
     plain = base.clone()
     want = [loaded_weights(m) for m in (plain, dyn, con)]
@@ -294,10 +288,7 @@ def test_image_tokens_once_per_run_same_result(tiny_dc):
 
 def test_image_tokens_recomputed_after_a_switch_and_dropped_after_the_run(tiny_dc):
     base = tiny_dc.model
-    g = torch.Generator().manual_seed(6)
-    other = base.clone()
-    other.add_patches({k: (0.05 * torch.randn(p.shape, generator=g),) for k, p in base.model.named_parameters()
-                       if "image_proj_model" in k}, 1.0)
+    other = noisy_clone(base, 6, keep=lambda k, p: "image_proj_model" in k)
     sched = expert_schedule([base, other], [500])
     caches: list[RunCache] = []
 
